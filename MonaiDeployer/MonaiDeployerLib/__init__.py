@@ -1,0 +1,14 @@
+"""MonaiDeployer's library: run a packaged MONAI model on a volume, with no Qt and no Slicer needed.
+
+Only light modules are imported here; torch and MONAI are imported by the worker process alone.
+"""
+
+from .errors import Cancelled, InputError, MonaiDeployerError, OutputError, PackageError, WorkerError
+from .packages import MODES, PackageInfo, open_package
+from .runner import Job, Result, Runner
+from .volume import Volume, read_volume, write_volume
+
+__all__ = [
+    "MODES", "Cancelled", "InputError", "Job", "MonaiDeployerError", "OutputError", "PackageError", "PackageInfo",
+    "Result", "Runner", "Volume", "WorkerError", "open_package", "read_volume", "write_volume",
+]

@@ -1,0 +1,100 @@
+"""Command line: ``python -m MonaiDeployerLib inspect|run ...``; errors are one line on stderr, exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
+from .volume import check_output
+
+
+def main(argv=None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        return arguments.command(arguments)
+    except MonaiDeployerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m MonaiDeployerLib",
+                                     description="Run packaged MONAI models on 3D volumes.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", help="describe a model package and check its requirements")
+    inspect.add_argument("package", help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    _add_common_options(inspect)
+    inspect.set_defaults(command=_inspect)
+
+    run = commands.add_parser("run", help="segment a volume with a model package")
+    run.add_argument("package", help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    run.add_argument("input", help="input volume: .nrrd, .nii or .nii.gz")
+    run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    _add_common_options(run)
+    run.set_defaults(command=_run)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", default="auto", choices=("auto", *MODES), help="deployment mode (default: detect)")
+    parser.add_argument("--python", help="Python for the worker process (default: this one)")
+    parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+
+
+def _inspect(arguments) -> int:
+    package = open_package(arguments.package, arguments.mode)
+    with Runner(python=arguments.python) as runner:
+        environment = runner.environment()
+        problems = runner.check_requirements(package)
+    if arguments.json:
+        print(json.dumps({**package.to_dict(), "worker_python": environment["executable"],
+                          "requirement_problems": problems}, indent=2))
+        return 0
+    print(f"{package.name} {package.version}".rstrip())
+    print(f"  mode:         {package.mode}")
+    print(f"  path:         {package.path}")
+    if package.description:
+        print(f"  description:  {package.description}")
+    print(f"  sidecar:      {package.sidecar or 'none (defaults: whole volume, no resampling, argmax)'}")
+    labels = ", ".join(f"{value}={name}" for value, name in sorted(package.labels.items()))
+    print(f"  labels:       {labels or 'not declared'}")
+    for name, specifier in package.requirements.items():
+        installed = environment["packages"].get(name.lower(), "missing")
+        print(f"  requires:     {name}{specifier} (worker has {installed})")
+    for problem in problems:
+        print(f"  PROBLEM:      {problem}")
+    return 0
+
+
+def _run(arguments) -> int:
+    check_output(arguments.output)
+    package = open_package(arguments.package, arguments.mode)
+    volume = read_volume(arguments.input)
+    with Runner(python=arguments.python, device=arguments.device) as runner:
+        result = runner.run(package, volume)
+    write_volume(arguments.output, result.labelmap, result.labels, result.colors)
+    counts = {value: int(np.count_nonzero(result.labelmap.array == value)) for value in sorted(result.labels)}
+    if arguments.json:
+        print(json.dumps({"output": arguments.output, "package": package.name, "mode": package.mode,
+                          "labels": {str(value): name for value, name in result.labels.items()},
+                          "voxels": {str(value): count for value, count in counts.items()},
+                          "timings": result.timings}, indent=2))
+        return 0
+    print(f"wrote {arguments.output}")
+    for value, name in sorted(result.labels.items()):
+        print(f"  {value} {name}: {counts[value]} voxels")
+    print("  timings: " + ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in result.timings.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

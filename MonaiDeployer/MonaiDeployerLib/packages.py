@@ -1,0 +1,182 @@
+"""Detect and describe a model package: its deployment mode, name, version, labels and requirements.
+
+Nothing here imports torch: a package is inspected from its files alone, so that Slicer's panel
+and ``inspect`` answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+
+from . import sidecar
+from .errors import PackageError
+
+MODES = ("torchscript", "bundle", "deploy", "map")
+TORCHSCRIPT_SUFFIXES = (".zip", ".ts", ".pt", ".pth")
+IMAGE_REFERENCE = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+
+
+@dataclass
+class PackageInfo:
+    """What the user picked, as the worker and the panel need it."""
+
+    path: str
+    mode: str
+    name: str
+    version: str = ""
+    description: str = ""
+    labels: dict = field(default_factory=dict)
+    colors: dict = field(default_factory=dict)
+    requirements: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    sidecar: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, document: dict) -> PackageInfo:
+        document = dict(document)
+        for key in ("labels", "colors"):
+            document[key] = {int(value): entry for value, entry in document.get(key, {}).items()}
+        document["colors"] = {value: tuple(color) for value, color in document["colors"].items()}
+        return cls(**document)
+
+
+def open_package(path_or_reference, mode: str | None = None) -> PackageInfo:
+    """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map")."""
+    if mode not in (None, "auto", *MODES):
+        raise PackageError(f"unknown mode {mode!r} (use auto, {', '.join(MODES)})")
+    location = os.fspath(path_or_reference)
+    detected = detect_mode(location)
+    mode = detected if mode in (None, "auto") else mode
+    if mode != detected and "map" in (mode, detected):
+        raise PackageError(f"{location} is a {detected} package, it cannot run in {mode} mode")
+    describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle, "deploy": _describe_deploy,
+                "map": _describe_map}[mode]
+    return describe(location)
+
+
+def detect_mode(location: str) -> str:
+    """Tell a package's kind from what is on disk (or that it names a container image)."""
+    if os.path.isdir(location):
+        if os.path.isdir(os.path.join(location, "configs")):
+            return "bundle"
+        if any(os.path.isfile(os.path.join(location, name)) for name in ("app.py", "__main__.py")):
+            return "deploy"
+        raise PackageError(f"{location} is not a model package: no configs/ folder (MONAI Bundle) "
+                           "and no app.py or __main__.py (MONAI Deploy app)")
+    if os.path.isfile(location):
+        if location.endswith(".py"):
+            return "deploy"
+        return _detect_archive_mode(location)
+    if IMAGE_REFERENCE.match(location) and not location.endswith((*TORCHSCRIPT_SUFFIXES, ".py", ".json")):
+        return "map"
+    raise PackageError(f"model package not found: {location}")
+
+
+def _detect_archive_mode(path: str) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        if _starts_with_zip_signature(path):
+            raise PackageError(f"{path} is a corrupt zip file (truncated or damaged)") from None
+        raise PackageError(f"{path} is not a model file: expected a TorchScript file (a zip archive), "
+                           "a MONAI Bundle or a MONAI Deploy app") from None
+    except OSError as error:
+        raise PackageError(f"cannot read {path}: {error.strerror}") from error
+    if any(name.endswith("configs/metadata.json") or name.endswith("extra/metadata.json") for name in names):
+        return "bundle"
+    if any(name.endswith("/data.pkl") for name in names) and any("/code/" in name for name in names):
+        return "torchscript"
+    if any(name.endswith("/data.pkl") for name in names):
+        raise PackageError(f"{path} is a PyTorch checkpoint (torch.save), not TorchScript: "
+                           "export the model with torch.jit.script(model).save(path)")
+    raise PackageError(f"{path} is a zip file but not a TorchScript model or a MONAI Bundle")
+
+
+def _starts_with_zip_signature(path: str) -> bool:
+    with open(path, "rb") as stream:
+        return stream.read(4) == b"PK\x03\x04"
+
+
+def _describe_torchscript(path: str) -> PackageInfo:
+    if os.path.isdir(path) or not os.path.isfile(path):
+        raise PackageError(f"a TorchScript package is a single file: {path}")
+    _detect_archive_mode(path)
+    sidecar_file = sidecar.sidecar_path_for(path)
+    if os.path.isfile(sidecar_file):
+        described = sidecar.read_sidecar(sidecar_file)
+    else:
+        described = sidecar.parse_sidecar({})
+        sidecar_file = ""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return PackageInfo(
+        path=os.path.abspath(path),
+        mode="torchscript",
+        name=described["name"] or stem,
+        version=described["version"],
+        description=described["description"],
+        labels=described["labels"],
+        colors=described["colors"],
+        requirements=described["requirements"] or {"torch": ">=1.6"},
+        settings=described["settings"],
+        sidecar=sidecar_file,
+    )
+
+
+def _describe_bundle(path: str) -> PackageInfo:
+    metadata = {}
+    metadata_file = os.path.join(path, "configs", "metadata.json")
+    if os.path.isfile(metadata_file):
+        try:
+            with open(metadata_file, encoding="utf-8") as stream:
+                metadata = json.load(stream)
+        except (OSError, json.JSONDecodeError) as error:
+            raise PackageError(f"cannot read {metadata_file}: {error}") from error
+    return PackageInfo(path=os.path.abspath(path), mode="bundle",
+                       name=metadata.get("name", os.path.basename(os.path.normpath(path))),
+                       version=str(metadata.get("version", "")), description=metadata.get("description", ""))
+
+
+def _describe_deploy(path: str) -> PackageInfo:
+    name = os.path.basename(os.path.normpath(path))
+    return PackageInfo(path=os.path.abspath(path), mode="deploy", name=os.path.splitext(name)[0])
+
+
+def normalise_name(name: str) -> str:
+    """PyPI's rule: case and runs of ``-_.`` do not matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_requirements(requirements: dict, installed: dict) -> list:
+    """Each requirement the environment misses, as a sentence with the ``pip install`` that fixes it."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    problems = []
+    for name, specifier in requirements.items():
+        version = installed.get(normalise_name(name))
+        fix = f'pip install "{name}{specifier}"'
+        if version is None:
+            problems.append(f"{name} is not installed (needs {name}{specifier}; {fix})")
+            continue
+        try:
+            satisfied = SpecifierSet(specifier).contains(Version(version), prereleases=True)
+        except (InvalidSpecifier, InvalidVersion):
+            problems.append(f"cannot compare {name} {version} with {specifier!r}")
+            continue
+        if not satisfied:
+            problems.append(f"{name} {version} is installed; the package needs {name}{specifier} ({fix})")
+    return problems
+
+
+def _describe_map(reference: str) -> PackageInfo:
+    return PackageInfo(path=reference, mode="map", name=reference)

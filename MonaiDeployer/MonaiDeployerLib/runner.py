@@ -1,0 +1,170 @@
+"""The Python API: ``Runner`` keeps one warm worker; ``run`` turns a volume into a labelled result.
+
+    from MonaiDeployerLib import Runner, open_package, read_volume, write_volume
+    with Runner() as runner:
+        result = runner.run(open_package("model.ts"), read_volume("ct.nii.gz"))
+    write_volume("seg.seg.nrrd", result.labelmap, result.labels, result.colors)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .client import WorkerClient
+from .errors import WorkerError
+from .packages import PackageInfo, check_requirements, open_package
+from .volume import Volume, check_volume
+
+
+@dataclass
+class Result:
+    """A run's answer: ``labelmap`` lies on the input's grid; ``labels`` maps values to names."""
+
+    labelmap: Volume
+    labels: dict
+    colors: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    warm: dict = field(default_factory=dict)
+    package: PackageInfo | None = None
+
+
+class Runner:
+    """A context manager over one warm worker process; runs are one at a time."""
+
+    def __init__(self, python: str | None = None, device: str = "auto"):
+        self.device = device
+        self.client = WorkerClient(python)
+        self._job = None
+
+    @property
+    def python(self) -> str:
+        return self.client.python
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker (cancelling a run in flight)."""
+        if self._job is not None and not self._job.done:
+            self._job.cancel()
+        self.client.close()
+
+    def environment(self) -> dict:
+        return self.client.environment()
+
+    def check_requirements(self, package: PackageInfo) -> list:
+        return check_requirements(package.requirements, self.environment()["packages"])
+
+    def warmup(self, timeout: float | None = None) -> dict:
+        """Start the worker and import torch and MONAI now, so the first run pays neither."""
+        return self.client.call("warmup").wait(timeout)
+
+    def submit(self, package, volume: Volume) -> Job:
+        """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it."""
+        if self._job is not None and not self._job.done:
+            raise WorkerError("a run is already in progress; wait for it or cancel it")
+        package = package if isinstance(package, PackageInfo) else open_package(package)
+        self._job = Job(self.client, package, volume, self.device)
+        return self._job
+
+    def run(self, package, volume: Volume, progress=None, timeout: float | None = None) -> Result:
+        """Run and wait; ``progress`` gets each ``protocol.Event``."""
+        return self.submit(package, volume).wait(timeout=timeout, progress=progress)
+
+
+class Job:
+    """One run: the input goes to a private temp folder that is removed however the run ends."""
+
+    def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str):
+        check_volume(volume)
+        self.package = package
+        self.volume = volume
+        self.result = None
+        self.error = None
+        self._started = time.perf_counter()
+        self._folder = tempfile.mkdtemp(prefix="monaideployer-")
+        try:
+            np.save(self._path("input.npy"), volume.array, allow_pickle=False)
+            self._write_seconds = time.perf_counter() - self._started
+            self._call = client.call("run", package=package.to_dict(), input=self._path("input.npy"),
+                                     output=self._path("output.npy"), ijk_to_ras=volume.ijk_to_ras.tolist(),
+                                     device=device)
+        except BaseException:
+            self._remove_folder()
+            raise
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self._folder, name)
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    @property
+    def stage(self) -> str:
+        return self._call.stage
+
+    def poll(self, block_seconds: float = 0) -> list:
+        events = self._call.poll(block_seconds)
+        if self._call.done and not self.done:
+            self._finish()
+        return events
+
+    def wait(self, timeout: float | None = None, progress=None) -> Result:
+        try:
+            self._call.wait(timeout=timeout, on_event=progress)
+        finally:
+            if not self.done:
+                self._finish()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        if not self.done:
+            self._finish()
+
+    def _finish(self) -> None:
+        try:
+            if self._call.error is not None:
+                self.error = self._call.error
+            else:
+                self.result = self._read_result(self._call.answer)
+        except Exception as error:
+            self.error = error if isinstance(error, WorkerError) else WorkerError(f"cannot read the result: {error}")
+        finally:
+            self._remove_folder()
+
+    def _read_result(self, answer: dict) -> Result:
+        started = time.perf_counter()
+        labelmap = np.load(self._path("output.npy"), allow_pickle=False)
+        if labelmap.shape != self.volume.shape:
+            raise WorkerError(f"the result's shape {labelmap.shape} differs from the input's {self.volume.shape}")
+        timings = {"write_input": self._write_seconds}
+        if self._call.started_worker and self._call.client.startup_seconds is not None:
+            timings["start_worker"] = self._call.client.startup_seconds
+        timings.update(answer["timings"])
+        timings["read_output"] = time.perf_counter() - started
+        timings["total"] = time.perf_counter() - self._started
+        return Result(
+            labelmap=Volume(labelmap, self.volume.ijk_to_ras.copy()),
+            labels={int(value): name for value, name in answer["labels"].items()},
+            colors={int(value): tuple(color) for value, color in answer["colors"].items()},
+            timings=timings,
+            warm={"worker": not self._call.started_worker, "imports": "import" not in timings,
+                  "model": bool(answer.get("model_cached"))},
+            package=self.package,
+        )
+
+    def _remove_folder(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""The inference process: a request loop that keeps Python, torch, MONAI and loaded models between runs.
+
+Started by ``client.WorkerClient`` in any Python that has torch and MONAI (Slicer's own, a venv,
+a conda environment). Protocol lines go to a private copy of stdout; everything libraries print
+goes to stderr, so a stray ``print`` cannot break the protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from . import protocol
+from .backends import create_backend
+from .errors import MonaiDeployerError
+from .packages import PackageInfo, normalise_name
+from .volume import Volume
+
+
+def installed_packages() -> dict:
+    """Every installed distribution's version by normalised name, read without importing anything."""
+    return {normalise_name(dist.metadata["Name"]): dist.version
+            for dist in importlib.metadata.distributions() if dist.metadata["Name"]}
+
+
+class Worker:
+    def __init__(self, channel):
+        self._channel = channel
+        self._backends = {}
+        self._imported = False
+
+    def send(self, message: dict) -> None:
+        self._channel.write(protocol.encode(message))
+        self._channel.flush()
+
+    def serve(self, requests) -> None:
+        self.send({"event": "hello", "environment": {
+            "python": platform.python_version(), "executable": sys.executable, "pid": os.getpid(),
+            "packages": installed_packages(),
+        }})
+        for line in requests:
+            if not line.strip():
+                continue
+            request = protocol.decode(line)
+            if request.get("op") == "shutdown":
+                return
+            self.handle(request)
+
+    def handle(self, request: dict) -> None:
+        request_id = request.get("id")
+        operations = {"warmup": self.warmup, "probe": self.probe, "run": self.run}
+        try:
+            operation = operations.get(request.get("op"))
+            if operation is None:
+                raise MonaiDeployerError(f"unknown worker operation {request.get('op')!r}")
+            answer = operation(request)
+            self.send({"id": request_id, "event": "done", **answer})
+        except MonaiDeployerError as error:
+            self.send({"id": request_id, "event": "error", "type": type(error).__name__, "message": str(error)})
+        except Exception as error:  # an unexpected failure still ends the request, with its traceback
+            self.send({"id": request_id, "event": "error", "type": type(error).__name__,
+                       "message": f"{type(error).__name__}: {error}".splitlines()[0],
+                       "traceback": traceback.format_exc()})
+
+    def warmup(self, request: dict) -> dict:
+        """Import torch and MONAI once; every later run finds them imported."""
+        if self._imported:
+            return {"timings": {}}
+        started = time.perf_counter()
+        importlib.import_module("torch")
+        importlib.import_module("monai")
+        self._imported = True
+        return {"timings": {"import": time.perf_counter() - started}}
+
+    def probe(self, request: dict) -> dict:
+        import torch
+
+        answer = self.warmup(request)
+        answer["cuda"] = bool(torch.cuda.is_available())
+        answer["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return answer
+
+    def run(self, request: dict) -> dict:
+        request_id = request.get("id")
+        timings = self.warmup(request)["timings"]
+        package = PackageInfo.from_dict(request["package"])
+        started = time.perf_counter()
+        volume = Volume(np.load(request["input"], allow_pickle=False), np.asarray(request["ijk_to_ras"]))
+        timings["read_input"] = time.perf_counter() - started
+
+        def report(stage: str, fraction: float | None) -> None:
+            self.send({"id": request_id, "event": "progress", "stage": stage, "fraction": fraction})
+
+        backend = self._backends.get(package.mode)
+        if backend is None:
+            backend = self._backends[package.mode] = create_backend(package.mode)
+        segmented = backend.run(package, volume, request.get("device", "auto"), report)
+        started = time.perf_counter()
+        np.save(request["output"], segmented.labelmap, allow_pickle=False)
+        timings.update(segmented.timings)
+        timings["write_output"] = time.perf_counter() - started
+        return {
+            "labels": {str(value): name for value, name in segmented.labels.items()},
+            "colors": {str(value): list(color) for value, color in segmented.colors.items()},
+            "timings": timings,
+            "model_cached": segmented.model_cached,
+        }
+
+
+def main() -> None:
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    Worker(channel).serve(sys.stdin)
+
+
+if __name__ == "__main__":
+    main()
