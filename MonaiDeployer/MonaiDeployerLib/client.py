@@ -46,6 +46,10 @@ class WorkerClient:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.alive else None
+
     def start(self) -> bool:
         """Start the worker unless it runs; True when this call started it."""
         with self._lock:

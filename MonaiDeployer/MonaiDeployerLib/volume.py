@@ -106,7 +106,10 @@ def write_volume(path: str, volume: Volume, labels: dict | None = None, colors: 
     check_output(path)
     suffix = volume_suffix(path)
     folder = os.path.dirname(os.path.abspath(path))
-    handle, partial = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
+    try:
+        handle, partial = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
+    except OSError as error:
+        raise OutputError(f"output is not writable: {path} ({error.strerror})") from error
     os.close(handle)
     try:
         if suffix == ".seg.nrrd":

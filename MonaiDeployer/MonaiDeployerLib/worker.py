@@ -19,7 +19,7 @@ import numpy as np
 
 from . import protocol
 from .backends import create_backend
-from .errors import MonaiDeployerError
+from .errors import MonaiDeployerError, WorkerError
 from .packages import PackageInfo, normalise_name
 from .volume import Volume
 
@@ -74,8 +74,12 @@ class Worker:
         if self._imported:
             return {"timings": {}}
         started = time.perf_counter()
-        importlib.import_module("torch")
-        importlib.import_module("monai")
+        for name in ("torch", "monai"):
+            try:
+                importlib.import_module(name)
+            except ImportError as error:
+                raise WorkerError(f"the worker Python {sys.executable} cannot import {name} ({error}); "
+                                  f"install {name} in that environment or choose another Python") from error
         self._imported = True
         return {"timings": {"import": time.perf_counter() - started}}
 

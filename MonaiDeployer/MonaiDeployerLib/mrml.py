@@ -1,0 +1,194 @@
+"""Volume nodes to volumes and back; a result to a labelmap node with named colours, or a segmentation.
+
+The one module (with MonaiDeployer.py) that imports ``slicer``. It works on any ``vtkMRMLScene``, in
+the Slicer application or on the ``slicer-core`` wheel. Nothing half-made stays in the scene: nodes
+created for a result are removed again if any step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import slicer
+import vtk
+
+from .errors import InputError
+from .volume import Volume
+
+OWN_TABLE_ATTRIBUTE = "MonaiDeployer.LabelTable"
+PALETTE = ((0.90, 0.35, 0.25), (0.25, 0.65, 0.90), (0.95, 0.80, 0.25), (0.45, 0.80, 0.35),
+           (0.70, 0.45, 0.85), (0.95, 0.55, 0.75), (0.35, 0.85, 0.80), (0.85, 0.60, 0.35))
+
+
+def matrix_to_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
+
+
+def array_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    matrix = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            matrix.SetElement(row, column, float(array[row, column]))
+    return matrix
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix_to_array(matrix)
+
+
+def volume_from_node(node) -> Volume:
+    """A copy of the node's voxels indexed [i, j, k] with its IJK-to-RAS matrix (the node is not touched).
+
+    The geometry is the node's own; a result placed under the same parent transform lines up with it.
+    """
+    if node is None or node.GetImageData() is None:
+        raise InputError("no input volume selected, or the volume has no image data")
+    array = slicer.util.arrayFromVolume(node)
+    if array.ndim != 3:
+        raise InputError(f"the input volume has {array.shape[-1]} components per voxel; a scalar volume is needed")
+    return Volume(np.array(array.transpose(2, 1, 0), copy=True), ijk_to_ras(node))
+
+
+def volume_node_from_volume(scene, volume: Volume, name: str, labelmap: bool = False):
+    """Add a volume to the scene (used by tests, the demo and scripts that start from files)."""
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+    _fill_volume_node(node, volume)
+    if not labelmap:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def _fill_volume_node(node, volume: Volume) -> None:
+    node.SetIJKToRASMatrix(array_to_matrix(volume.ijk_to_ras))
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
+
+
+def color_table_node(scene, name: str, labels: dict, colors: dict):
+    """A user colour table whose entry names are the label names (Slicer shows them on hover and in segments)."""
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", scene.GenerateUniqueName(name))
+    table.SetTypeToUser()
+    table.SetAttribute(OWN_TABLE_ATTRIBUTE, "1")
+    table.SetNumberOfColors(max(labels, default=0) + 1)
+    table.SetColor(0, "background", 0.0, 0.0, 0.0, 0.0)
+    for value in range(1, table.GetNumberOfColors()):
+        if value in labels:
+            red, green, blue = label_color(value, colors)
+            table.SetColor(value, labels[value], red, green, blue, 1.0)
+        else:
+            table.SetColor(value, "", 0.0, 0.0, 0.0, 0.0)
+    return table
+
+
+def label_color(value: int, colors: dict) -> tuple:
+    return tuple(colors.get(value, PALETTE[(value - 1) % len(PALETTE)]))
+
+
+def result_to_labelmap_node(result, reference_node, node=None, name: str | None = None):
+    """Put a result in a labelmap node (new, or ``node``) on the reference's grid, names in its colour table."""
+    scene = reference_node.GetScene()
+    created = []
+    try:
+        if node is None:
+            node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
+                                           scene.GenerateUniqueName(name or f"{reference_node.GetName()} segmentation"))
+            created.append(node)
+        table = color_table_node(scene, f"{node.GetName()} labels", result.labels, result.colors)
+        created.append(table)
+        _fill_volume_node(node, result.labelmap)
+        display = node.GetDisplayNode()
+        if display is None:
+            display = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeDisplayNode")
+            created.append(display)
+            node.SetAndObserveDisplayNodeID(display.GetID())
+        _remove_owned_color_table(scene, display, keep=table)
+        display.SetAndObserveColorNodeID(table.GetID())
+        _place_beside(node, reference_node)
+        return node
+    except BaseException:
+        _remove_nodes(scene, created)
+        raise
+
+
+def result_to_segmentation_node(result, reference_node, node=None, name: str | None = None):
+    """Put a result in a segmentation node: one named, coloured segment per label, empty ones included.
+
+    In an existing segmentation, segments with the same names are replaced and the others kept.
+    """
+    scene = reference_node.GetScene()
+    created = []
+    try:
+        if node is None:
+            node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                           scene.GenerateUniqueName(name or f"{reference_node.GetName()} segmentation"))
+            created.append(node)
+            node.CreateDefaultDisplayNodes()
+        labelmap = result_to_labelmap_node(result, reference_node, name="MonaiDeployer import")
+        table = labelmap.GetDisplayNode().GetColorNode()
+        created.extend([labelmap, labelmap.GetDisplayNode(), table])
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
+        segmentation = node.GetSegmentation()
+        for label in result.labels.values():
+            segment_id = segmentation.GetSegmentIdBySegmentName(label)
+            if segment_id:
+                segmentation.RemoveSegment(segment_id)
+        if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, node):
+            raise RuntimeError("Slicer could not import the labelmap into the segmentation")
+        for value, label in sorted(result.labels.items()):
+            if not segmentation.GetSegmentIdBySegmentName(label):
+                segmentation.AddEmptySegment("", label, label_color(value, result.colors))
+        _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode(), table])
+        _place_beside(node, reference_node)
+        return node
+    except BaseException:
+        _remove_nodes(scene, created)
+        raise
+
+
+def segmentations_logic():
+    """Slicer's segmentations logic inside the application, the class's static methods on slicer-core."""
+    with contextlib.suppress(AttributeError):
+        return slicer.modules.segmentations.logic()
+    return slicer.vtkSlicerSegmentationsModuleLogic
+
+
+def _place_beside(node, reference_node) -> None:
+    """Same parent transform and same subject-hierarchy folder as the input volume."""
+    node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(reference_node.GetScene())
+    reference_item = hierarchy.GetItemByDataNode(reference_node)
+    item = hierarchy.GetItemByDataNode(node)
+    if reference_item and item:
+        hierarchy.SetItemParent(item, hierarchy.GetItemParent(reference_item))
+
+
+def _remove_owned_color_table(scene, display, keep) -> None:
+    """Drop the colour table an earlier run made for this node, so re-runs do not pile tables up."""
+    table = display.GetColorNode()
+    if table is not None and table is not keep and table.GetAttribute(OWN_TABLE_ATTRIBUTE):
+        display.SetAndObserveColorNodeID(None)
+        scene.RemoveNode(table)
+
+
+def _remove_nodes(scene, nodes) -> None:
+    for node in nodes:
+        if node is not None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)
+
+
+def segment_mask(segmentation_node, segment_id: str, reference_node) -> np.ndarray:
+    """One segment as a boolean array [i, j, k] on the reference volume's grid."""
+    scene = reference_node.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MonaiDeployer export")
+    try:
+        segment_ids = vtk.vtkStringArray()
+        segment_ids.InsertNextValue(segment_id)
+        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, segment_ids, labelmap,
+                                                                  reference_node):
+            raise RuntimeError(f"Slicer could not export segment {segment_id}")
+        return slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) > 0
+    finally:
+        _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode()])

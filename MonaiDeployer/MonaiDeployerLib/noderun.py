@@ -1,0 +1,81 @@
+"""One run from an input volume node to an output node, with no Qt: the panel polls it from a timer."""
+
+from __future__ import annotations
+
+import contextlib
+
+from . import mrml
+from .errors import MonaiDeployerError
+from .protocol import Event
+
+OUTPUT_KINDS = ("labelmap", "segmentation")
+
+
+class NodeSegmentation:
+    """Start at construction; ``poll()`` until ``done``; then ``output_node`` or ``error``.
+
+    The input node is only read. The output node is made or filled once the worker has answered,
+    so a failed or cancelled run leaves the scene as it was.
+    """
+
+    def __init__(self, runner, package, input_node, output_node=None, output_kind: str = "labelmap",
+                 name: str | None = None):
+        if output_node is not None:
+            output_kind = "segmentation" if output_node.IsA("vtkMRMLSegmentationNode") else "labelmap"
+        if output_kind not in OUTPUT_KINDS:
+            raise MonaiDeployerError(f"unknown output kind {output_kind!r} (use labelmap or segmentation)")
+        self.input_node = input_node
+        self.output_kind = output_kind
+        self.output_node = None
+        self.error = None
+        self._requested_node = output_node
+        self._name = name
+        self._job = runner.submit(package, mrml.volume_from_node(input_node))
+
+    @property
+    def done(self) -> bool:
+        return self.output_node is not None or self.error is not None
+
+    @property
+    def result(self):
+        return self._job.result
+
+    @property
+    def timings(self) -> dict:
+        return self._job.result.timings if self._job.result is not None else {}
+
+    def poll(self, block_seconds: float = 0) -> list:
+        if self.done:
+            return []
+        events = [event for event in self._job.poll(block_seconds) if event.kind in ("progress", "log")]
+        if self._job.done:
+            events.append(self._finish())
+        return events
+
+    def wait(self, progress=None, timeout: float | None = None):
+        """Block until the output node exists; raise the run's error."""
+        with contextlib.suppress(MonaiDeployerError):  # kept in self.error by _finish
+            self._job.wait(timeout=timeout, progress=progress)
+        if not self.done:
+            self._finish()
+        if self.error is not None:
+            raise self.error
+        return self.output_node
+
+    def cancel(self) -> None:
+        if not self.done:
+            self._job.cancel()
+            self._finish()
+
+    def _finish(self) -> Event:
+        if self._job.error is not None:
+            self.error = self._job.error
+            return Event("error", self._job.stage, None, str(self.error))
+        segmentation = self.output_kind == "segmentation"
+        place = mrml.result_to_segmentation_node if segmentation else mrml.result_to_labelmap_node
+        try:
+            self.output_node = place(self._job.result, self.input_node, self._requested_node, self._name)
+        except Exception as error:
+            self.error = MonaiDeployerError(f"cannot create the output node: {error}")
+            return Event("error", "output", None, str(self.error))
+        return Event("done", "output", 1.0, f"{self.output_node.GetName()} ready")

@@ -1,0 +1,90 @@
+"""Shared fixtures: the library on the path, a private temp folder checked after every test, one warm runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
+
+# Every temporary file the library makes lands here, so a test can prove none is left behind.
+LIBRARY_TEMP = Path(tempfile.mkdtemp(prefix="monaideployer-tests-"))
+os.environ["TMPDIR"] = str(LIBRARY_TEMP)
+tempfile.tempdir = str(LIBRARY_TEMP)
+
+from MonaiDeployerLib import Runner, sampledata  # noqa: E402
+from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_patient_data_left_on_disk():
+    """After every test, the library's temp folder holds nothing (failed and cancelled runs included)."""
+    yield
+    leftovers = sorted(path.name for path in LIBRARY_TEMP.iterdir() if path.name.startswith("monaideployer-"))
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def runner():
+    with Runner(device="cpu") as shared:
+        yield shared
+
+
+@pytest.fixture(scope="session")
+def sample_model() -> str:
+    assert os.path.isfile(SAMPLE_MODEL), "run Testing/make_sample_model.py to build the sample model"
+    return SAMPLE_MODEL
+
+
+@pytest.fixture(scope="session")
+def held_out():
+    """(case, image volume, truth array) for each held-out phantom."""
+    from MonaiDeployerLib import Volume
+
+    cases = []
+    for case in sampledata.held_out_cases():
+        image, truth = sampledata.render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
+        cases.append((case, Volume(image, case["ijk_to_ras"]), truth))
+    return cases
+
+
+@pytest.fixture
+def scene():
+    """A fresh real MRML scene (slicer-core), installed as ``slicer.mrmlScene`` as in the application."""
+    import slicer
+
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(True)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """Real TorchScript files with known outputs, for the no-sidecar defaults and the error paths."""
+    import torch
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    class TwoClasses(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([0.5 - x, x - 0.5], dim=1)
+
+    folder = tmp_path_factory.mktemp("models")
+    models = {
+        "identity": Identity(),
+        "two_classes": TwoClasses(),
+        "two_input_channels": torch.nn.Conv3d(2, 2, 3, padding=1),
+        "shrinking": torch.nn.Conv3d(1, 2, 3),
+    }
+    paths = {}
+    for name, module in models.items():
+        paths[name] = str(folder / f"{name}.ts")
+        torch.jit.script(module.eval()).save(paths[name])
+    return paths
