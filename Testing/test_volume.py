@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicer
 
-from MonaiDeployerLib import InputError, OutputError, Volume, read_volume, write_volume
-from MonaiDeployerLib import mrml
+from MonaiDeployerLib import InputError, OutputError, Volume, mrml, read_volume, write_volume
 from MonaiDeployerLib.volume import check_volume
 
 
@@ -83,7 +81,7 @@ def test_missing_unreadable_and_unknown_inputs(tmp_path):
     with pytest.raises(InputError, match="input file not found"):
         read_volume(tmp_path / "nothing.nrrd")
     (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti file")
-    with pytest.raises(InputError, match="cannot read .*broken.nii.gz"):
+    with pytest.raises(InputError, match=r"cannot read .*broken\.nii\.gz"):
         read_volume(tmp_path / "broken.nii.gz")
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match="unsupported input file type"):

@@ -104,8 +104,10 @@ def result_to_labelmap_node(result, reference_node, node=None, name: str | None 
             display = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeDisplayNode")
             created.append(display)
             node.SetAndObserveDisplayNodeID(display.GetID())
-        _remove_owned_color_table(scene, display, keep=table)
+        previous_table = display.GetColorNode()
         display.SetAndObserveColorNodeID(table.GetID())
+        if previous_table is not None and previous_table.GetAttribute(OWN_TABLE_ATTRIBUTE):
+            scene.RemoveNode(previous_table)  # the table an earlier run made for this node
         _place_beside(node, reference_node)
         return node
     except BaseException:
@@ -135,7 +137,7 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
             segment_id = segmentation.GetSegmentIdBySegmentName(label)
             if segment_id:
                 segmentation.RemoveSegment(segment_id)
-        if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, node):
+        if not segmentations_logic(scene).ImportLabelmapToSegmentationNode(labelmap, node):
             raise RuntimeError("Slicer could not import the labelmap into the segmentation")
         for value, label in sorted(result.labels.items()):
             if not segmentation.GetSegmentIdBySegmentName(label):
@@ -148,11 +150,22 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
         raise
 
 
-def segmentations_logic():
-    """Slicer's segmentations logic inside the application, the class's static methods on slicer-core."""
+def segmentations_logic(scene):
+    """Slicer's segmentations logic; outside the application, one made for ``scene``.
+
+    Making it registers the segmentation converter rules, without which a bare MRML scene cannot
+    even create an empty binary-labelmap segment.
+    """
     with contextlib.suppress(AttributeError):
         return slicer.modules.segmentations.logic()
-    return slicer.vtkSlicerSegmentationsModuleLogic
+    if _LOGICS.get("scene") is not scene:
+        logic = slicer.vtkSlicerSegmentationsModuleLogic()
+        logic.SetMRMLScene(scene)
+        _LOGICS.update(scene=scene, logic=logic)
+    return _LOGICS["logic"]
+
+
+_LOGICS = {}
 
 
 def _place_beside(node, reference_node) -> None:
@@ -160,17 +173,14 @@ def _place_beside(node, reference_node) -> None:
     node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(reference_node.GetScene())
     reference_item = hierarchy.GetItemByDataNode(reference_node)
+    if not reference_item:
+        return
+    folder = hierarchy.GetItemParent(reference_item)
     item = hierarchy.GetItemByDataNode(node)
-    if reference_item and item:
-        hierarchy.SetItemParent(item, hierarchy.GetItemParent(reference_item))
-
-
-def _remove_owned_color_table(scene, display, keep) -> None:
-    """Drop the colour table an earlier run made for this node, so re-runs do not pile tables up."""
-    table = display.GetColorNode()
-    if table is not None and table is not keep and table.GetAttribute(OWN_TABLE_ATTRIBUTE):
-        display.SetAndObserveColorNodeID(None)
-        scene.RemoveNode(table)
+    if item:
+        hierarchy.SetItemParent(item, folder)
+    else:  # Slicer's subject hierarchy logic makes items for new nodes; a bare MRML scene does not
+        hierarchy.CreateItem(folder, node)
 
 
 def _remove_nodes(scene, nodes) -> None:
@@ -186,7 +196,7 @@ def segment_mask(segmentation_node, segment_id: str, reference_node) -> np.ndarr
     try:
         segment_ids = vtk.vtkStringArray()
         segment_ids.InsertNextValue(segment_id)
-        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, segment_ids, labelmap,
+        if not segmentations_logic(scene).ExportSegmentsToLabelmapNode(segmentation_node, segment_ids, labelmap,
                                                                   reference_node):
             raise RuntimeError(f"Slicer could not export segment {segment_id}")
         return slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) > 0

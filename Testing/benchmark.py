@@ -1,0 +1,132 @@
+"""Benchmark: the TorchScript floor, a cold CLI run and warm runner runs, side by side in one process.
+
+    .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 5]
+
+Every ratio is against a baseline measured in this same run on this same machine. The floor is
+raw in-process TorchScript: ``torch.jit.load`` once, then ``model(x)`` on the whole volume. The
+runner rows run the same file through MonaiDeployer (worker process, files, checks) with a
+sidecar that asks for the floor's intensity scaling and nothing else (the same one forward
+pass), and with the sample sidecar (sliding window, softmax, back onto the input grid),
+whose own floor is MONAI's sliding window called in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
+
+from MonaiDeployerLib import Runner, Volume, open_package, sampledata, write_volume  # noqa: E402
+from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
+
+
+def median_seconds(action, repeats: int, warmups: int = 2) -> float:
+    """Median wall time of ``action`` after ``warmups`` untimed calls (TorchScript optimises on its first calls)."""
+    for _ in range(warmups):
+        action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def raw_floor(model_path: str, volume: Volume, package, repeats: int) -> dict:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    started = time.perf_counter()
+    model = torch.jit.load(model_path, map_location="cpu").eval()
+    load = time.perf_counter() - started
+    scale = package.settings["input"]["intensity"]
+    array = (volume.array.clip(scale["a_min"], scale["a_max"]) - scale["a_min"]) / (scale["a_max"] - scale["a_min"])
+    batch = torch.from_numpy(array.astype("float32"))[None, None]
+    window = package.settings["inference"]
+
+    def forward():
+        with torch.inference_mode():
+            model(batch).argmax(1)
+
+    def sliding():
+        with torch.inference_mode():
+            sliding_window_inference(batch, window["roi_size"], window["sw_batch_size"], model,
+                                     overlap=window["overlap"], mode=window["mode"]).argmax(1)
+
+    return {"load": load, "forward": median_seconds(forward, repeats), "sliding": median_seconds(sliding, repeats)}
+
+
+def cold_cli(model_path: str, source: Path, target: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "run", model_path, str(source), str(target),
+                    "--device", "cpu"], check=True, capture_output=True, cwd=REPO_ROOT / "MonaiDeployer")
+    return time.perf_counter() - started
+
+
+def warm_runner(runner: Runner, package, volume: Volume, repeats: int) -> tuple[float, dict, dict]:
+    first = runner.run(package, volume)
+    seconds = median_seconds(lambda: runner.run(package, volume), repeats, warmups=1)
+    return seconds, first.timings, runner.run(package, volume).timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    arguments = parser.parse_args()
+
+    shape, ijk_to_ras = sampledata.benchmark_grid(arguments.size)
+    image, _ = sampledata.render_phantom(shape, ijk_to_ras, seed=7)
+    volume = Volume(image, ijk_to_ras)
+    with tempfile.TemporaryDirectory(prefix="monaideployer-bench-") as folder:
+        folder = Path(folder)
+        with_sidecar = open_package(SAMPLE_MODEL)
+        whole_model = folder / "PhantomUNet-whole.ts"
+        shutil.copy(SAMPLE_MODEL, whole_model)
+        intensity = with_sidecar.settings["input"]["intensity"]  # the floor's input, one forward pass, no resampling
+        whole_model.with_suffix(".json").write_text(json.dumps({"input": {"intensity": intensity}}))
+        whole = open_package(str(whole_model))
+        source = write_volume(folder / "input.nii.gz", volume)
+
+        floor = raw_floor(SAMPLE_MODEL, volume, with_sidecar, arguments.repeats)
+        cold = cold_cli(str(whole_model), source, folder / "out.nii.gz")
+        with Runner(device="cpu") as runner:
+            warm, first_timings, warm_timings = warm_runner(runner, whole, volume, arguments.repeats)
+            warm_sidecar, _, sidecar_timings = warm_runner(runner, with_sidecar, volume, arguments.repeats)
+
+    target = 1.1 * floor["forward"] + 0.050
+    rows = [
+        ("raw TorchScript forward (floor)", floor["forward"], floor["forward"]),
+        ("raw TorchScript load", floor["load"], floor["forward"]),
+        ("cold CLI run (new process)", cold, floor["forward"]),
+        ("warm runner, whole volume", warm, floor["forward"]),
+        ("raw MONAI sliding window (floor)", floor["sliding"], floor["sliding"]),
+        ("warm runner, sample sidecar", warm_sidecar, floor["sliding"]),
+    ]
+    print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
+    print(f"{'what':38s} {'seconds':>9s} {'x floor':>8s}")
+    for name, seconds, baseline in rows:
+        print(f"{name:38s} {seconds:9.3f} {seconds / baseline:8.2f}")
+    print("first runner run:  " + _stages(first_timings))
+    print("warm runner run:   " + _stages(warm_timings))
+    print("warm sidecar run:  " + _stages(sidecar_timings))
+    verdict = "meets" if warm <= target else "MISSES"
+    print(f"target: warm runner <= 1.1 x floor + 50 ms = {target:.3f} s; measured {warm:.3f} s: {verdict} the target")
+    return 0
+
+
+def _stages(timings: dict) -> str:
+    return ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in timings.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
