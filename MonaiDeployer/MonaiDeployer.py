@@ -1,0 +1,697 @@
+"""MONAI Deployer: run a packaged MONAI model on a volume node, get a labelmap or segmentation back.
+
+Slicer glue only. The work happens in MonaiDeployerLib, which is imported inside the methods that
+use it: Slicer imports every module file at start-up, and the library pulls in numpy.
+"""
+
+import html
+import logging
+import os
+import re
+import shutil
+import sys
+from typing import Annotated
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import (
+    Choice,
+    GuiConnector,
+    parameterNodeGuiConnector,
+    parameterNodeWrapper,
+    unannotatedType,
+)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# "auto" lets the package decide; the rest are MonaiDeployerLib.packages.MODES (a test keeps them equal).
+MODE_CHOICES = ("auto", "torchscript", "bundle", "deploy", "map")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+OUTPUT_KIND_CHOICES = ("labelmap", "segmentation")
+# What the worker needs to run a package of each mode; a MAP brings its own environment in its image.
+WORKER_PACKAGES = {"torchscript": ("torch", "monai"), "bundle": ("torch", "monai"), "deploy": ("torch", "monai")}
+POLL_INTERVAL_MS = 100
+PACKAGE_INFO_DELAY_MS = 400  # let the user finish typing a path before the package is opened
+
+
+#
+# MonaiDeployer
+#
+
+
+class MonaiDeployer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MONAI Deployer")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = [_("MonaiDeployer developers")]
+        self.parent.helpText = _("""
+Runs a packaged MONAI model on a volume and returns the result as a labelmap volume or as a segmentation
+with named, coloured segments. A package is a TorchScript file with its JSON sidecar, a MONAI Bundle,
+a MONAI Deploy application or a MONAI Application Package (container image).
+Inference runs in a separate worker process that stays warm between runs, so Slicer never freezes
+and the model is loaded only once.
+See the <a href="https://github.com/monai-deployer/SlicerMonaiDeployer">project page</a> for documentation.
+""")
+        self.parent.acknowledgementText = _("""
+Built on <a href="https://monai.io">MONAI</a>, the MONAI Deploy App SDK and
+<a href="https://pytorch.org">PyTorch</a> (installed through Slicer's PyTorch extension).
+""")
+
+
+#
+# MonaiDeployerParameterNode
+#
+
+
+@parameterNodeWrapper
+class MonaiDeployerParameterNode:
+    """
+    The parameters needed by module.
+
+    inputVolume - The volume the model runs on.
+    packagePath - The model package: a file, a folder or a container image reference.
+    mode - The deployment mode; "auto" detects it from the package.
+    device - "auto", "cpu" or "cuda".
+    workerPython - The worker's Python interpreter; empty means Slicer's own.
+    outputKind - The kind of node created when outputNode is None.
+    outputNode - An existing labelmap or segmentation to overwrite; None creates a new node on each run.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    packagePath: str = ""
+    mode: Annotated[str, Choice(list(MODE_CHOICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    workerPython: str = ""
+    outputKind: Annotated[str, Choice(list(OUTPUT_KIND_CHOICES))] = "labelmap"
+    outputNode: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
+
+
+@parameterNodeGuiConnector
+class PathLineEditToStrConnector(GuiConnector):
+    """Binds a ctkPathLineEdit to a ``str`` parameter.
+
+    Slicer binds ctkPathLineEdit to pathlib types only, and an unset pathlib.Path reads back as ".",
+    which an empty field would then show. Here an unset path stays an empty string.
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        return isinstance(widget, ctk.ctkPathLineEdit) and unannotatedType(datatype) is str
+
+    @staticmethod
+    def create(widget, datatype):
+        if PathLineEditToStrConnector.canRepresent(widget, datatype):
+            return PathLineEditToStrConnector(widget)
+        return None
+
+    def __init__(self, widget):
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self):
+        self._widget.currentPathChanged.connect(self.changed)
+
+    def _disconnect(self):
+        self._widget.currentPathChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self):
+        return self._widget.currentPath
+
+    def write(self, value) -> None:
+        if value != self._widget.currentPath:  # rewriting the same text would move the cursor while typing
+            self._widget.currentPath = value
+
+
+#
+# MonaiDeployerWidget
+#
+
+
+class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Uses ScriptedLoadableModuleWidget base class, available at:
+    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
+    """
+
+    def __init__(self, parent=None) -> None:
+        """Called when the user opens the module the first time and the widget is initialized."""
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None  # the NodeSegmentation in flight, if any
+        self._jobCreatesNode = False
+        self._describedPackage = None  # (path, mode, python, device) that the info card shows
+        self._pollTimer = None
+        self._packageInfoTimer = None
+
+    def setup(self) -> None:
+        """Called when the user opens the module the first time and the widget is initialized."""
+        ScriptedLoadableModuleWidget.setup(self)
+
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MonaiDeployer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = MonaiDeployerLogic()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._onPollTimer)
+        self._packageInfoTimer = qt.QTimer()
+        self._packageInfoTimer.setSingleShot(True)
+        self._packageInfoTimer.setInterval(PACKAGE_INFO_DELAY_MS)
+        self._packageInfoTimer.connect("timeout()", self.updatePackageInfo)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.packageFolderButton.connect("clicked(bool)", self.onPackageFolderButton)
+        self.ui.outputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputNodeChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        self._pollTimer.stop()
+        self._packageInfoTimer.stop()
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+        self.logic.closeRunner()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        """Called each time the user opens this module."""
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens a different module; a run in flight goes on."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        """Called just before the scene is closed: its nodes are going away, so stop the run."""
+        if self._job is not None:
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        """Called just after the scene is closed."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Ensure parameter node exists and observed."""
+        parameterNode = self.logic.getParameterNode()
+        if not parameterNode.packagePath:
+            # The path field offers the most recently used package (its history); keep that choice.
+            parameterNode.packagePath = self.ui.packagePathLineEdit.currentPath
+        self.setParameterNode(parameterNode)
+
+        if not self._parameterNode.inputVolume:
+            firstVolume = next((node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                                if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)
+            if firstVolume:
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode: MonaiDeployerParameterNode | None) -> None:
+        """Set and observe parameter node; the GUI follows it through connectGui."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Each widget that holds a parameter has a "SlicerParameterName" dynamic property in the .ui file.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._updateButtons()
+        if self._parameterNode and self._packageKey() != self._describedPackage:
+            self._packageInfoTimer.start()  # restarts the delay while the user keeps typing
+
+    def _packageKey(self) -> tuple:
+        p = self._parameterNode
+        return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device)
+
+    def isRunning(self) -> bool:
+        return self._job is not None
+
+    def _updateButtons(self) -> None:
+        running = self.isRunning()
+        p = self._parameterNode
+        for section in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
+                        self.ui.advancedCollapsibleButton):
+            section.enabled = not running
+        self.ui.outputKindComboBox.enabled = bool(p) and p.outputNode is None
+        self.ui.cancelButton.enabled = running
+        if running:
+            self.ui.applyButton.enabled = False
+            self.ui.applyButton.toolTip = _("A model is running; wait for it or cancel it.")
+        elif p and p.inputVolume and p.packagePath.strip():
+            self.ui.applyButton.enabled = True
+            self.ui.applyButton.toolTip = _("Run the model on the input volume.")
+        else:
+            self.ui.applyButton.enabled = False
+            self.ui.applyButton.toolTip = _("Choose an input volume and a model package.")
+
+    def onOutputNodeChanged(self, node) -> None:
+        """An existing output node decides the output kind."""
+        if self._parameterNode and node is not None:
+            self._parameterNode.outputKind = outputKindOf(node)
+
+    def onPackageFolderButton(self) -> None:
+        """ctkPathLineEdit browses files or folders, not both: folder packages get their own button."""
+        current = self._parameterNode.packagePath if self._parameterNode else ""
+        folder = qt.QFileDialog.getExistingDirectory(
+            self.parent, _("Choose a model package folder"), current if os.path.isdir(current) else "")
+        if folder:
+            self.ui.packagePathLineEdit.currentPath = folder
+
+    #
+    # Info card
+    #
+
+    def updatePackageInfo(self) -> None:
+        """Describe the chosen package and check it against the worker's environment.
+
+        Problems are shown in the card (a package being typed in is often not valid yet), never as dialogs.
+        """
+        if not self._parameterNode or self.isRunning():
+            return  # a run in flight holds the worker; the card is refreshed when it ends
+        key = self._packageKey()
+        if key == self._describedPackage:
+            return
+        self._describedPackage = key
+        path, mode, python, device = key
+        if not path:
+            self.ui.packageInfoBrowser.clear()
+            return
+
+        from MonaiDeployerLib import MonaiDeployerError
+
+        try:
+            package = self.logic.openPackage(path, mode)
+        except MonaiDeployerError as error:
+            self.ui.packageInfoBrowser.setHtml(messageHtml(_("This is not a usable model package."), str(error)))
+            return
+        self.ui.packagePathLineEdit.addCurrentPathToHistory()
+        environment, problems, workerError = None, [], None
+        try:
+            with slicer.util.WaitCursor():
+                runner = self.logic.runner(python, device)
+                environment = runner.environment()
+                problems = runner.check_requirements(package)
+        except MonaiDeployerError as error:
+            workerError = str(error)
+        self.ui.packageInfoBrowser.setHtml(packageInfoHtml(package, environment, problems, workerError))
+
+    #
+    # Running
+    #
+
+    def onApplyButton(self) -> None:
+        """Start a run; the poll timer follows it, so the GUI never waits on the model."""
+        from MonaiDeployerLib import MonaiDeployerError
+
+        p = self._parameterNode
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.value = 0
+        self._appendLog(_("Running {package} on {volume}.").format(
+            package=p.packagePath, volume=p.inputVolume.GetName()))
+        # Expected failures (a bad package, a worker that cannot start) go to the status line;
+        # anything else is a bug, shown with its traceback.
+        with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
+            try:
+                package = self.logic.openPackage(p.packagePath, p.mode)
+                if not self._workerReady(package):
+                    return
+                self._jobCreatesNode = p.outputNode is None
+                self._job = self.logic.start(p.inputVolume, package, p.outputNode, p.outputKind, p.device,
+                                             p.workerPython)
+            except MonaiDeployerError as error:
+                self._reportFailure(str(error))
+                return
+        self._setStatus(_("Started."), log=False)
+        self._updateButtons()
+        self._pollTimer.start()
+
+    def _workerReady(self, package) -> bool:
+        """The worker's environment can run this package, after offering to install what it lacks."""
+        p = self._parameterNode
+        runner = self.logic.runner(p.workerPython, p.device)
+        with slicer.util.WaitCursor():
+            missing = missingPackages(WORKER_PACKAGES.get(package.mode, ()), runner.environment()["packages"])
+        if missing and not self._installIntoSlicerPython(missing):
+            return False
+        runner = self.logic.runner(p.workerPython, p.device)  # a fresh worker if packages were installed
+        with slicer.util.WaitCursor():
+            problems = runner.check_requirements(package)
+        if not problems:
+            return True
+        for problem in problems:
+            self._appendLog(problem)
+        if slicer.util.confirmOkCancelDisplay(
+                _("The worker's Python environment does not meet the requirements of {package}:\n\n{problems}\n\n"
+                  "Run it anyway?").format(package=package.name, problems="\n".join(problems)),
+                windowTitle=_("MONAI Deployer")):
+            return True
+        self._setStatus(_("Not started: the package's requirements are not met (see the log)."))
+        return False
+
+    def _installIntoSlicerPython(self, missing: list) -> bool:
+        """Install torch (through the PyTorch extension) and MONAI into Slicer's own Python, if the user agrees."""
+        p = self._parameterNode
+        names = ", ".join(missing)
+        if not self.logic.usesSlicerPython(p.workerPython):
+            self._reportFailure(_("The worker Python {python} lacks {packages}. Install them in that environment, "
+                                  "or leave 'Worker Python' empty to use Slicer's own Python.").format(
+                python=p.workerPython, packages=names))
+            return False
+        if slicer.app.testingEnabled():
+            self._reportFailure(_("Slicer's Python lacks {packages}; nothing is installed while testing.").format(
+                packages=names))
+            return False
+        try:
+            if "torch" in missing:
+                try:
+                    import PyTorchUtils
+                except ImportError:
+                    self._reportFailure(_("PyTorch is not installed. Install the PyTorch extension "
+                                          "from the Extensions Manager, restart Slicer and try again."))
+                    return False
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
+                    self._reportFailure(_("PyTorch was not installed, so the model cannot run."))
+                    return False
+            others = [name for name in missing if name != "torch"]
+            if others:
+                if not slicer.util.confirmOkCancelDisplay(
+                        _("The model needs {packages}, which Slicer's Python does not have. Install now? "
+                          "This downloads them from the Python Package Index and can take a few minutes.").format(
+                            packages=", ".join(others)),
+                        windowTitle=_("MONAI Deployer")):
+                    self._reportFailure(_("{packages} not installed, so the model cannot run.").format(
+                        packages=", ".join(others)))
+                    return False
+                with slicer.util.WaitCursor():
+                    slicer.util.pip_install(" ".join(others))
+        except Exception as error:  # pip and the PyTorch extension report failures as assorted exceptions
+            logging.exception("Installing %s failed", names)
+            self._reportFailure(_("Installing {packages} failed: {error}").format(packages=names, error=error))
+            return False
+        self.logic.closeRunner()  # the running worker started before the install
+        self._appendLog(_("Installed {packages}.").format(packages=names))
+        return True
+
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self._setStatus(_("Cancelling..."), log=False)
+            self._job.cancel()  # the next poll reports the outcome
+
+    def _onPollTimer(self) -> None:
+        job = self._job
+        if job is None:
+            self._pollTimer.stop()
+            return
+        try:
+            for event in job.poll():
+                self._showEvent(event)
+        except Exception as error:  # a broken job must not leave the timer firing forever
+            logging.exception("Polling the run failed")
+            job.cancel()
+            self._pollTimer.stop()
+            self._job = None
+            self._reportFailure(str(error))
+            self._updateButtons()
+            return
+        if job.done:
+            self._onJobDone(job)
+
+    def _showEvent(self, event) -> None:
+        if event.kind == "progress":
+            if event.fraction is None:
+                self.ui.progressBar.setRange(0, 0)  # busy indicator
+            else:
+                self.ui.progressBar.setRange(0, 100)
+                self.ui.progressBar.value = round(100 * event.fraction)
+            self.ui.stageLabel.text = f"{event.stage}: {event.message}" if event.message else event.stage
+        elif event.kind == "log":
+            self._appendLog(f"[{event.stage}] {event.message}" if event.stage else event.message)
+
+    def _onJobDone(self, job) -> None:
+        from MonaiDeployerLib.errors import Cancelled
+
+        self._pollTimer.stop()
+        self._job = None
+        self.ui.progressBar.setRange(0, 100)
+        if job.error is None:
+            self.ui.progressBar.value = 100
+            showResult(job.input_node, job.output_node)
+            for stage, seconds in job.timings.items():
+                self._appendLog(_("{stage}: {seconds:.2f} s").format(stage=stage, seconds=seconds))
+            message = _("Created {node}.") if self._jobCreatesNode else _("Updated {node}.")
+            self._setStatus(message.format(node=job.output_node.GetName()))
+        elif isinstance(job.error, Cancelled):
+            self.ui.progressBar.value = 0
+            self._setStatus(_("Cancelled; the scene is unchanged."))
+        else:
+            self.ui.progressBar.value = 0
+            self._reportFailure(str(job.error))
+        self._updateButtons()
+        self._onParameterNodeModified()  # the card may have been left stale while the run held the worker
+
+    def _reportFailure(self, message: str) -> None:
+        self._setStatus(_("Failed: {message}").format(message=message))
+        self.ui.logCollapsibleButton.collapsed = False
+
+    def _setStatus(self, text: str, log: bool = True) -> None:
+        self.ui.stageLabel.text = text
+        if log:
+            self._appendLog(text)
+
+    def _appendLog(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
+
+
+def outputKindOf(node) -> str:
+    return "segmentation" if node.IsA("vtkMRMLSegmentationNode") else "labelmap"
+
+
+def showResult(inputVolume, outputNode) -> None:
+    """Show the result over its input in the slice views."""
+    if outputNode.IsA("vtkMRMLLabelMapVolumeNode"):
+        slicer.util.setSliceViewerLayers(background=inputVolume, label=outputNode)
+    else:
+        outputNode.CreateDefaultDisplayNodes()
+        slicer.util.setSliceViewerLayers(background=inputVolume)
+
+
+def missingPackages(needed, installed: dict) -> list:
+    """Names in ``needed`` that the worker environment's ``installed`` (normalised names) lacks."""
+    from MonaiDeployerLib.packages import normalise_name
+
+    return [name for name in needed if normalise_name(name) not in installed]
+
+
+def messageHtml(title: str, detail: str) -> str:
+    return f"<p><b>{html.escape(title)}</b></p><p>{html.escape(detail)}</p>"
+
+
+def packageInfoHtml(package, environment, problems: list, workerError: str | None) -> str:
+    """The info card: what the package says about itself and whether the worker can run it."""
+    from MonaiDeployerLib.packages import normalise_name
+
+    e = html.escape
+    parts = [f"<h3>{e(package.name)} <small>{e(package.version)}</small></h3>"]
+    if package.description:
+        parts.append(f"<p>{e(package.description)}</p>")
+    parts.append("<p><b>{}</b> {}<br><b>{}</b> {}</p>".format(
+        e(_("Mode:")), e(package.mode), e(_("Package:")), e(package.path)))
+
+    if package.labels:
+        rows = []
+        for value, name in sorted(package.labels.items()):
+            r, g, b = package.colors.get(value, (0.5, 0.5, 0.5))
+            swatch = f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
+            rows.append(f'<tr><td style="background-color:{swatch}">&nbsp;&nbsp;&nbsp;</td>'
+                        f"<td>{value}</td><td>{e(name)}</td></tr>")
+        parts.append("<p><b>{}</b></p><table cellspacing='2'>{}</table>".format(e(_("Labels:")), "".join(rows)))
+
+    if workerError is not None:
+        parts.append("<p><b>{}</b> {}</p>".format(e(_("Worker:")), e(_("cannot start: {error}").format(
+            error=workerError))))
+        return "".join(parts)
+    installed = environment["packages"]
+    parts.append("<p><b>{}</b> {}</p>".format(e(_("Worker:")), e(_("Python {version} ({path})").format(
+        version=environment.get("python", "?"), path=environment.get("executable", "?")))))
+    if package.requirements:
+        rows = []
+        for name, specifier in sorted(package.requirements.items()):
+            version = installed.get(normalise_name(name))
+            mentioned = any(re.search(rf"\b{re.escape(name)}\b", problem, re.IGNORECASE) for problem in problems)
+            ok = version is not None and not mentioned
+            state = _("OK") if ok else (_("missing") if version is None else _("wrong version"))
+            colour = "green" if ok else "red"
+            found = version if version is not None else "-"
+            rows.append(f"<tr><td style='color:{colour}'>{e(state)}</td><td>{e(name)}{e(specifier)}</td>"
+                        f"<td>{e(found)}</td></tr>")
+        parts.append("<p><b>{}</b></p><table cellspacing='4'>{}</table>".format(
+            e(_("Requirements:")), "".join(rows)))
+    if problems:
+        items = "".join(f"<li>{e(problem)}</li>" for problem in problems)
+        parts.append(f"<ul style='color:red'>{items}</ul>")
+    return "".join(parts)
+
+
+#
+# MonaiDeployerLogic
+#
+
+
+class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
+    """Runs packages on volume nodes; usable without the widget, e.g. from the Python console:
+
+        logic = slicer.util.getModuleLogic("MonaiDeployer")
+        segmentation = logic.process(volumeNode, "/path/to/model.ts", outputKind="segmentation")
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._runner = None
+        self._runnerKey = None
+
+    def getParameterNode(self):
+        return MonaiDeployerParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def defaultPython() -> str:
+        """Slicer's own interpreter; inside Slicer ``sys.executable`` may be the application itself."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def usesSlicerPython(self, python: str | None) -> bool:
+        python = (python or "").strip()
+        if not python:
+            return True
+        return os.path.realpath(python) == os.path.realpath(self.defaultPython())
+
+    def runner(self, python: str | None = None, device: str = "auto"):
+        """The warm worker for this interpreter and device; a new one when either changes."""
+        from MonaiDeployerLib import Runner
+
+        key = ((python or "").strip() or self.defaultPython(), device)
+        if self._runner is None or self._runnerKey != key:
+            self.closeRunner()
+            self._runner = Runner(python=key[0], device=device)
+            self._runnerKey = key
+        return self._runner
+
+    def closeRunner(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        self._runner = None
+        self._runnerKey = None
+
+    @staticmethod
+    def openPackage(path: str, mode: str | None = None):
+        """Describe a package; mode None or "auto" detects it."""
+        from MonaiDeployerLib import open_package
+
+        return open_package(path.strip(), mode=None if mode in (None, "auto") else mode)
+
+    def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None):
+        """Start a run and return its NodeSegmentation at once: poll it, or wait for it."""
+        from MonaiDeployerLib.noderun import NodeSegmentation
+
+        return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
+                                output_kind=outputKind)
+
+    def process(self, inputVolume, packagePath, mode=None, outputNode=None, outputKind="labelmap", device="auto",
+                python=None):
+        """Run a package on a volume node and return the output node (blocks; raises MonaiDeployerError)."""
+        package = self.openPackage(packagePath, mode)
+        return self.start(inputVolume, package, outputNode, outputKind, device, python).wait()
+
+
+#
+# MonaiDeployerTest
+#
+
+
+class MonaiDeployerTest(ScriptedLoadableModuleTest):
+    """The library's shared scenarios, then the panel driven as a user would."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_Scenarios()
+        self.setUp()
+        self.test_Panel()
+
+    def test_Scenarios(self):
+        from MonaiDeployerLib import selftest
+
+        logic = MonaiDeployerLogic()
+        try:
+            selftest.run_all(slicer.mrmlScene, logic.runner(), log=self.delayDisplay)
+        finally:
+            logic.closeRunner()
+
+    def test_Panel(self):
+        """Pick the sample model and a phantom in the panel, Apply, wait without blocking, check the result."""
+        import time
+
+        from MonaiDeployerLib import sampledata, selftest
+
+        case = sampledata.held_out_cases()[0]
+        inputVolume, _truth = selftest.held_out_node(slicer.mrmlScene, case)
+        widget = slicer.util.getModuleWidget("MonaiDeployer")
+        widget.initializeParameterNode()
+        parameters = widget.logic.getParameterNode()
+        parameters.inputVolume = inputVolume
+        parameters.packagePath = os.path.join(os.path.dirname(__file__), "Resources", "SampleModels",
+                                              "PhantomUNet.ts")
+        parameters.mode = "auto"
+        parameters.outputNode = None
+        parameters.outputKind = "segmentation"
+        widget.updatePackageInfo()
+        self.assertIn("torchscript", widget.ui.packageInfoBrowser.toPlainText())
+        self.assertTrue(widget.ui.applyButton.enabled)
+
+        widget.ui.applyButton.click()
+        deadline = time.monotonic() + 600
+        while widget.isRunning():
+            self.assertLess(time.monotonic(), deadline, "the run did not finish in 10 minutes")
+            slicer.app.processEvents()
+            time.sleep(0.02)
+
+        segmentations = slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+        self.assertEqual(len(segmentations), 1, widget.ui.stageLabel.text)
+        segmentation = segmentations[0].GetSegmentation()
+        names = {segmentation.GetNthSegment(index).GetName() for index in range(segmentation.GetNumberOfSegments())}
+        self.assertEqual(names, set(sampledata.LABELS.values()))
+        self.assertTrue(widget.ui.applyButton.enabled)
+        self.delayDisplay("Panel test passed")
