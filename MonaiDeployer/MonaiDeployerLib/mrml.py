@@ -87,14 +87,19 @@ def label_color(value: int, colors: dict) -> tuple:
     return tuple(colors.get(value, PALETTE[(value - 1) % len(PALETTE)]))
 
 
+def _new_output_node(class_name: str, reference_node, name: str | None):
+    scene = reference_node.GetScene()
+    name = name or f"{reference_node.GetName()} segmentation"
+    return scene.AddNewNodeByClass(class_name, scene.GenerateUniqueName(name))
+
+
 def result_to_labelmap_node(result, reference_node, node=None, name: str | None = None):
     """Put a result in a labelmap node (new, or ``node``) on the reference's grid, names in its colour table."""
     scene = reference_node.GetScene()
     created = []
     try:
         if node is None:
-            node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
-                                           scene.GenerateUniqueName(name or f"{reference_node.GetName()} segmentation"))
+            node = _new_output_node("vtkMRMLLabelMapVolumeNode", reference_node, name)
             created.append(node)
         table = color_table_node(scene, f"{node.GetName()} labels", result.labels, result.colors)
         created.append(table)
@@ -124,8 +129,7 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
     created = []
     try:
         if node is None:
-            node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                           scene.GenerateUniqueName(name or f"{reference_node.GetName()} segmentation"))
+            node = _new_output_node("vtkMRMLSegmentationNode", reference_node, name)
             created.append(node)
             node.CreateDefaultDisplayNodes()
         labelmap = result_to_labelmap_node(result, reference_node, name="MonaiDeployer import")
