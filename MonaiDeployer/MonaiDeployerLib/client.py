@@ -70,8 +70,10 @@ class WorkerClient:
                 raise WorkerError(f"cannot start the worker Python {self.python}: {error.strerror}") from error
             self.started_at = time.perf_counter()
             process = self._process
-            threading.Thread(target=self._read_protocol, args=(process,), daemon=True).start()
-            threading.Thread(target=self._read_stderr, args=(process,), daemon=True).start()
+            stderr_reader = threading.Thread(target=self._read_stderr, args=(process, self._messages), daemon=True)
+            stderr_reader.start()
+            threading.Thread(target=self._read_protocol, args=(process, self._messages, stderr_reader),
+                             daemon=True).start()
             return True
 
     def _reset(self) -> None:
@@ -80,8 +82,7 @@ class WorkerClient:
         self._environment = None
         self.startup_seconds = None
 
-    def _read_protocol(self, process) -> None:
-        messages = self._messages
+    def _read_protocol(self, process, messages: queue.Queue, stderr_reader: threading.Thread) -> None:
         for line in process.stdout:
             try:
                 message = protocol.decode(line)
@@ -93,12 +94,13 @@ class WorkerClient:
                 self.startup_seconds = time.perf_counter() - self.started_at
             messages.put(message)
         process.wait()
+        stderr_reader.join(timeout=2)  # so the exit report can quote the worker's last words
         messages.put({"event": "exit", "code": process.returncode})
 
-    def _read_stderr(self, process) -> None:
+    def _read_stderr(self, process, messages: queue.Queue) -> None:
         for line in process.stderr:
             self._stderr.append(line.rstrip())
-            self._messages.put({"event": "stderr", "line": line.rstrip()})
+            messages.put({"event": "stderr", "line": line.rstrip()})
 
     def environment(self, timeout: float = 120) -> dict:
         """What the worker's Python has (versions read without importing); starts the worker if needed."""
