@@ -48,23 +48,25 @@ def save_with_slicer(scene, node, path: Path) -> None:
         raise SystemExit(f"Slicer could not write {path}")
 
 
-def draw_overlay(image: np.ndarray, labels: np.ndarray, colors: dict, title: str, path: Path) -> None:
+def draw_overlay(volume: Volume, labels: np.ndarray, colors: dict, title: str, path: Path) -> None:
+    """Three orthogonal slices through the labels' centre, drawn with the voxels' true proportions."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    image, spacing = volume.array, volume.spacing
     centre = [int(np.mean(axis)) for axis in np.nonzero(labels)]
-    views = [("axial", image[:, :, centre[2]], labels[:, :, centre[2]]),
-             ("coronal", image[:, centre[1], :], labels[:, centre[1], :]),
-             ("sagittal", image[centre[0], :, :], labels[centre[0], :, :])]
+    views = [("axial", image[:, :, centre[2]], labels[:, :, centre[2]], spacing[1] / spacing[0]),
+             ("coronal", image[:, centre[1], :], labels[:, centre[1], :], spacing[2] / spacing[0]),
+             ("sagittal", image[centre[0], :, :], labels[centre[0], :, :], spacing[2] / spacing[1])]
     figure, axes = pyplot.subplots(1, 3, figsize=(12, 4.4))
-    for axis, (name, slice_image, slice_labels) in zip(axes, views, strict=True):
-        axis.imshow(slice_image.T, cmap="gray", vmin=-200, vmax=300, origin="lower")
+    for axis, (name, slice_image, slice_labels, aspect) in zip(axes, views, strict=True):
+        axis.imshow(slice_image.T, cmap="gray", vmin=-200, vmax=300, origin="lower", aspect=aspect)
         overlay = np.zeros((*slice_labels.T.shape, 4))
         for value, color in colors.items():
             overlay[value == slice_labels.T] = (*color, 0.45)
-        axis.imshow(overlay, origin="lower")
+        axis.imshow(overlay, origin="lower", aspect=aspect)
         axis.set_title(f"{name} (voxel axes)")
         axis.axis("off")
     figure.suptitle(title)
@@ -105,7 +107,7 @@ def main() -> int:
     print(f"segmentation node: {segmentation.GetName()} with segments {names}")
     print("Dice against the ground truth: " + ", ".join(f"{package.labels[v]} {s:.3f}" for v, s in scores.items()))
     title = f"{package.name}: " + ", ".join(f"{package.labels[v]} Dice {s:.3f}" for v, s in scores.items())
-    draw_overlay(image, labelmap, package.colors, title, OUTPUT / "overlay.png")
+    draw_overlay(Volume(image, case["ijk_to_ras"]), labelmap, package.colors, title, OUTPUT / "overlay.png")
     print(f"overlay: {OUTPUT / 'overlay.png'}")
     return 0
 

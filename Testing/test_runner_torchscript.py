@@ -129,6 +129,7 @@ def test_a_killed_worker_gives_a_clear_error_and_the_next_run_works(sample_model
 
 def test_cancel_stops_within_two_seconds_and_leaves_no_process(sample_model, held_out):
     _, volume, _ = held_out[0]
+    others = {child.pid for child in psutil.Process().children(recursive=True)}  # e.g. the shared runner's worker
     with Runner(device="cpu") as local:
         job = local.submit(sample_model, volume)
         _wait_for_inference(job)
@@ -139,7 +140,7 @@ def test_cancel_stops_within_two_seconds_and_leaves_no_process(sample_model, hel
         with pytest.raises(Cancelled, match="cancelled by the user while inference"):
             job.wait()
         assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
-        assert psutil.Process().children(recursive=True) == []
+        assert {child.pid for child in psutil.Process().children(recursive=True)} <= others
         assert local.run(sample_model, volume).labels == {1: "organ", 2: "lesion"}
 
 
