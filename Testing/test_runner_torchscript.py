@@ -11,7 +11,16 @@ import numpy as np
 import psutil
 import pytest
 
-from MonaiDeployerLib import Cancelled, InputError, PackageError, Runner, Volume, WorkerError, open_package
+from MonaiDeployerLib import (
+    Cancelled,
+    InputError,
+    PackageError,
+    Runner,
+    Volume,
+    WorkerError,
+    open_package,
+    sampledata,
+)
 from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
 
 
@@ -110,15 +119,22 @@ def test_missing_worker_python_is_named(tiny_models):
         Runner(python="/nowhere/python").run(tiny_models["identity"], Volume(np.zeros((4, 4, 4), np.float32)))
 
 
+@pytest.fixture(scope="module")
+def large_volume() -> Volume:
+    """A 128^3 phantom: its sliding-window inference lasts long enough to be interrupted."""
+    shape, ijk_to_ras = sampledata.benchmark_grid()
+    return Volume(sampledata.render_phantom(shape, ijk_to_ras, seed=7)[0], ijk_to_ras)
+
+
 def _wait_for_inference(job):
     while not any(event.stage == "inference" for event in job.poll(block_seconds=0.05)):
         assert not job.done, job.error
 
 
-def test_a_killed_worker_gives_a_clear_error_and_the_next_run_works(sample_model, held_out):
+def test_a_killed_worker_gives_a_clear_error_and_the_next_run_works(sample_model, held_out, large_volume):
     _, volume, truth = held_out[0]
     with Runner(device="cpu") as local:
-        job = local.submit(sample_model, volume)
+        job = local.submit(sample_model, large_volume)
         _wait_for_inference(job)
         os.kill(local.client.pid, signal.SIGKILL)
         with pytest.raises(WorkerError, match=r"stopped unexpectedly \(killed by signal SIGKILL\) while inference"):
@@ -127,8 +143,8 @@ def test_a_killed_worker_gives_a_clear_error_and_the_next_run_works(sample_model
     assert min(dice_per_label(again.labelmap.array, truth, again.labels).values()) >= MINIMUM_DICE
 
 
-def test_cancel_stops_within_two_seconds_and_leaves_no_process(sample_model, held_out):
-    _, volume, _ = held_out[0]
+def test_cancel_stops_within_two_seconds_and_leaves_no_process(sample_model, large_volume):
+    volume = large_volume
     others = {child.pid for child in psutil.Process().children(recursive=True)}  # e.g. the shared runner's worker
     with Runner(device="cpu") as local:
         job = local.submit(sample_model, volume)

@@ -32,8 +32,8 @@ ORGAN_HU = 130.0
 LESION_HU = 60.0
 NOISE_SIGMA_HU = 15.0
 
-_MAX_BODY_SEMI_AXIS_MM = 42.0
 _MAX_BODY_SHIFT_MM = 1.5
+_MAX_BODY_SEMI_AXIS_MM = FIELD_OF_VIEW_MM / 2 - 2 * _MAX_BODY_SHIFT_MM
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def held_out_cases() -> list[dict]:
     Each case is {"name", "shape", "ijk_to_ras", "seed"}; render it with render_phantom. The grids'
     centres are a few millimetres off the phantom's so that no grid is symmetric about it.
     """
-    lps_like = np.diag([-1.0, -1.0, 1.0])
+    lps_like = np.diag([-1.0, -1.0, 1.0])  # i runs right to left and j anterior to posterior, as in DICOM CT
     return [
         _held_out_case("oblique", (96, 96, 96), (1.25, 1.25, 1.25), _oblique_directions(), (2.0, -3.0, 1.0), 1001),
         _held_out_case("anisotropic", (112, 92, 42), (0.9, 1.1, 2.5), np.eye(3), (-1.0, 2.0, 3.0), 1002),

@@ -100,8 +100,8 @@ def scenario_bad_input_changes_nothing(scene, runner) -> str:
 
 def scenario_cancel_leaves_nothing(scene, runner) -> float:
     """Cancel stops a run at once: no output node, no worker process; the next run works."""
-    case = sampledata.held_out_cases()[0]
-    input_node, _ = held_out_node(scene, case)
+    shape, ijk_to_ras = sampledata.benchmark_grid()  # large enough that the run is still going when cancelled
+    input_node, _ = held_out_node(scene, {"name": "large", "shape": shape, "ijk_to_ras": ijk_to_ras, "seed": 7})
     package = open_package(SAMPLE_MODEL)
     nodes_before = scene.GetNumberOfNodes()
     run = NodeSegmentation(runner, package, input_node)
