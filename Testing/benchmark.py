@@ -58,12 +58,12 @@ def raw_floor(model_path: str, volume: Volume, package, repeats: int) -> dict:
 
     def forward():
         with torch.inference_mode():
-            model(batch).argmax(1)
+            model(batch)
 
     def sliding():
         with torch.inference_mode():
             sliding_window_inference(batch, window["roi_size"], window["sw_batch_size"], window_model,
-                                     overlap=window["overlap"], mode=window["mode"]).argmax(1)
+                                     overlap=window["overlap"], mode=window["mode"])
 
     return {"load": load, "forward": median_seconds(forward, repeats), "sliding": median_seconds(sliding, repeats)}
 

@@ -164,3 +164,12 @@ def _version() -> str:
     import sys
 
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_fast_argmax_matches_torch_including_ties():
+    import torch
+
+    from MonaiDeployerLib.backends.torchscript import _argmax_over_channels
+
+    scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties: the first maximum must win, as in torch
+    assert torch.equal(_argmax_over_channels(scores).long(), torch.argmax(scores, dim=0))
