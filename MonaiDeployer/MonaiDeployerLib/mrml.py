@@ -96,8 +96,7 @@ def _new_output_node(class_name: str, reference_node, name: str | None):
 def result_to_labelmap_node(result, reference_node, node=None, name: str | None = None):
     """Put a result in a labelmap node (new, or ``node``) on the reference's grid, names in its colour table."""
     scene = reference_node.GetScene()
-    created = []
-    try:
+    with _removed_on_failure(scene) as created:
         if node is None:
             node = _new_output_node("vtkMRMLLabelMapVolumeNode", reference_node, name)
             created.append(node)
@@ -115,9 +114,6 @@ def result_to_labelmap_node(result, reference_node, node=None, name: str | None 
             scene.RemoveNode(previous_table)  # the table an earlier run made for this node
         _place_beside(node, reference_node)
         return node
-    except BaseException:
-        _remove_nodes(scene, created)
-        raise
 
 
 def result_to_segmentation_node(result, reference_node, node=None, name: str | None = None):
@@ -126,8 +122,7 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
     In an existing segmentation, segments with the same names are replaced and the others kept.
     """
     scene = reference_node.GetScene()
-    created = []
-    try:
+    with _removed_on_failure(scene) as created:
         if node is None:
             node = _new_output_node("vtkMRMLSegmentationNode", reference_node, name)
             created.append(node)
@@ -149,9 +144,6 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
         _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode(), table])
         _place_beside(node, reference_node)
         return node
-    except BaseException:
-        _remove_nodes(scene, created)
-        raise
 
 
 def segmentations_logic(scene):
@@ -185,6 +177,17 @@ def _place_beside(node, reference_node) -> None:
         hierarchy.SetItemParent(item, folder)
     else:  # Slicer's subject hierarchy logic makes items for new nodes; a bare MRML scene does not
         hierarchy.CreateItem(folder, node)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(scene):
+    """Collects the nodes a step creates; if the step fails they leave the scene again."""
+    created = []
+    try:
+        yield created
+    except BaseException:
+        _remove_nodes(scene, created)
+        raise
 
 
 def _remove_nodes(scene, nodes) -> None:
