@@ -6,13 +6,12 @@ and ``inspect`` answer at once.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 
-from . import sidecar
+from . import bundles, sidecar
 from .errors import PackageError
 
 MODES = ("torchscript", "bundle", "deploy", "map")
@@ -92,7 +91,7 @@ def _detect_archive_mode(path: str) -> str:
                            "a MONAI Bundle or a MONAI Deploy app") from None
     except OSError as error:
         raise PackageError(f"cannot read {path}: {error.strerror}") from error
-    if any(name.endswith("configs/metadata.json") or name.endswith("extra/metadata.json") for name in names):
+    if any("configs/" in name or name.endswith("/extra/metadata.json") for name in names):
         return "bundle"
     if any(name.endswith("/data.pkl") for name in names) and any("/code/" in name for name in names):
         return "torchscript"
@@ -133,17 +132,18 @@ def _describe_torchscript(path: str) -> PackageInfo:
 
 
 def _describe_bundle(path: str) -> PackageInfo:
-    metadata = {}
-    metadata_file = os.path.join(path, "configs", "metadata.json")
-    if os.path.isfile(metadata_file):
-        try:
-            with open(metadata_file, encoding="utf-8") as stream:
-                metadata = json.load(stream)
-        except (OSError, json.JSONDecodeError) as error:
-            raise PackageError(f"cannot read {metadata_file}: {error}") from error
-    return PackageInfo(path=os.path.abspath(path), mode="bundle",
-                       name=metadata.get("name", os.path.basename(os.path.normpath(path))),
-                       version=str(metadata.get("version", "")), description=metadata.get("description", ""))
+    metadata, inference, form = bundles.read_bundle_metadata(path)
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return PackageInfo(
+        path=os.path.abspath(path),
+        mode="bundle",
+        name=str(metadata.get("name") or stem),
+        version=str(metadata.get("version", "")),
+        description=str(metadata.get("description", "")),
+        labels=bundles.bundle_labels(metadata),
+        requirements=bundles.bundle_requirements(metadata),
+        settings={"form": form, "inference_config": inference},
+    )
 
 
 def _describe_deploy(path: str) -> PackageInfo:
