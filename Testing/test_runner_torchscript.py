@@ -173,3 +173,10 @@ def test_fast_argmax_matches_torch_including_ties():
 
     scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties: the first maximum must win, as in torch
     assert torch.equal(_argmax_over_channels(scores).long(), torch.argmax(scores, dim=0))
+
+
+def test_warmup_moves_the_imports_before_the_first_run(tiny_models):
+    with Runner(device="cpu") as fresh:
+        assert "import" in fresh.warmup(timeout=120)["timings"]
+        result = fresh.run(tiny_models["identity"], Volume(np.zeros((4, 4, 4), np.float32)))
+    assert "import" not in result.timings and result.warm["imports"]

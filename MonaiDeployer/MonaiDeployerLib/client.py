@@ -129,9 +129,6 @@ class WorkerClient:
         lines = [line for line in self._stderr if line.strip()]
         return lines[-1] if lines else "no output"
 
-    def stderr_tail(self) -> list:
-        return list(self._stderr)
-
     def kill(self) -> None:
         """Stop the worker and everything it started, now."""
         process = self._process

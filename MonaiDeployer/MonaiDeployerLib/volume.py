@@ -38,10 +38,6 @@ class Volume:
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
 
-    @property
-    def origin(self) -> np.ndarray:
-        return self.ijk_to_ras[:3, 3].copy()
-
     def same_grid(self, other: Volume, tolerance: float = 1e-4) -> bool:
         """True when both volumes have the same shape and the same IJK-to-RAS matrix."""
         return self.shape[:3] == other.shape[:3] and np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=tolerance)
