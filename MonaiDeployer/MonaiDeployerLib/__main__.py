@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
+from .packages import normalise_name
 from .volume import check_output
 
 
@@ -68,7 +69,7 @@ def _inspect(arguments) -> int:
     labels = ", ".join(f"{value}={name}" for value, name in sorted(package.labels.items()))
     print(f"  labels:       {labels or 'not declared'}")
     for name, specifier in package.requirements.items():
-        installed = environment["packages"].get(name.lower(), "missing")
+        installed = environment["packages"].get(normalise_name(name), "missing")
         print(f"  requires:     {name}{specifier} (worker has {installed})")
     for problem in problems:
         print(f"  PROBLEM:      {problem}")

@@ -125,6 +125,10 @@ class WorkerClient:
             raise WorkerError(f"the worker process is not answering: {error}") from error
         return call
 
+    def remember_output(self, lines: list) -> None:
+        """Keep lines the worker reported another way (a traceback in an error event) with its stderr."""
+        self._stderr.extend(lines)
+
     def last_output(self) -> str:
         lines = [line for line in self._stderr if line.strip()]
         return lines[-1] if lines else "no output"
@@ -207,7 +211,7 @@ class Call:
         if kind == "error":
             error_type = ERROR_TYPES.get(message.get("type"), WorkerError)
             if message.get("traceback"):
-                self.client._stderr.extend(message["traceback"].splitlines())
+                self.client.remember_output(message["traceback"].splitlines())
             return self._fail(error_type(message["message"]))
         return None
 

@@ -107,9 +107,8 @@ def _starts_with_zip_signature(path: str) -> bool:
 
 
 def _describe_torchscript(path: str) -> PackageInfo:
-    if os.path.isdir(path) or not os.path.isfile(path):
+    if not os.path.isfile(path):
         raise PackageError(f"a TorchScript package is a single file: {path}")
-    _detect_archive_mode(path)
     sidecar_file = sidecar.sidecar_path_for(path)
     if os.path.isfile(sidecar_file):
         described = sidecar.read_sidecar(sidecar_file)

@@ -1,6 +1,6 @@
 """The worker protocol: one JSON object per line, requests on the worker's stdin, events on its stdout.
 
-Requests carry an ``id`` and an ``op`` ("warmup", "probe", "run", "shutdown"). The worker answers
+Requests carry an ``id`` and an ``op`` ("warmup", "run", "shutdown"). The worker answers
 each with zero or more ``progress`` and ``log`` events, then one ``done`` or ``error`` event with
 the same id. Volumes travel as ``.npy`` files in a private temporary folder, never in the stream.
 """

@@ -55,7 +55,7 @@ class Worker:
 
     def handle(self, request: dict) -> None:
         request_id = request.get("id")
-        operations = {"warmup": self.warmup, "probe": self.probe, "run": self.run}
+        operations = {"warmup": self.warmup, "run": self.run}
         try:
             operation = operations.get(request.get("op"))
             if operation is None:
@@ -82,14 +82,6 @@ class Worker:
                                   f"install {name} in that environment or choose another Python") from error
         self._imported = True
         return {"timings": {"import": time.perf_counter() - started}}
-
-    def probe(self, request: dict) -> dict:
-        import torch
-
-        answer = self.warmup(request)
-        answer["cuda"] = bool(torch.cuda.is_available())
-        answer["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        return answer
 
     def run(self, request: dict) -> dict:
         request_id = request.get("id")
