@@ -169,10 +169,10 @@ def _version() -> str:
 def test_fast_argmax_matches_torch_including_ties():
     import torch
 
-    from MonaiDeployerLib.backends.torchscript import _argmax_over_channels
+    from MonaiDeployerLib.backends import argmax_over_channels
 
     scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties: the first maximum must win, as in torch
-    assert torch.equal(_argmax_over_channels(scores).long(), torch.argmax(scores, dim=0))
+    assert torch.equal(argmax_over_channels(scores).long(), torch.argmax(scores, dim=0))
 
 
 def test_warmup_moves_the_imports_before_the_first_run(tiny_models):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 import zipfile
 
 from .errors import PackageError
@@ -75,19 +77,46 @@ def _configs_folder(path: str, entries: list) -> str:
     return folders.pop()
 
 
-def bundle_labels(metadata: dict) -> dict:
-    """Label names by output channel from ``network_data_format.outputs.*.channel_def``, background left out."""
-    outputs = metadata.get("network_data_format", {}).get("outputs", {})
-    channel_def = next(iter(outputs.values()), {}).get("channel_def", {}) if outputs else {}
-    labels = {}
-    for channel, name in channel_def.items():
+def _first_format(metadata: dict, side: str) -> dict:
+    formats = metadata.get("network_data_format", {}).get(side, {})
+    first = next(iter(formats.values()), {}) if isinstance(formats, dict) and formats else {}
+    return first if isinstance(first, dict) else {}
+
+
+def _channel_names(definition: dict) -> dict:
+    names = {}
+    for channel, name in (definition.get("channel_def") or {}).items():
         try:
-            value = int(channel)
+            names[int(channel)] = str(name)
         except ValueError:
             continue
-        if str(name).strip().lower() != "background":
-            labels[value] = str(name)
-    return labels
+    return names
+
+
+def outputs_overlap(metadata: dict) -> bool:
+    """Several output channels and none of them background: independent (sigmoid) masks that may overlap."""
+    names = _channel_names(_first_format(metadata, "outputs"))
+    return len(names) > 1 and not any(name.strip().lower() == "background" for name in names.values())
+
+
+def bundle_labels(metadata: dict) -> dict:
+    """Label names from ``network_data_format.outputs.*.channel_def``, background left out.
+
+    Exclusive outputs keep their channel numbers as label values; overlapping outputs are numbered
+    from 1 (channel 0 is segment 1), as each becomes a segment of its own.
+    """
+    names = _channel_names(_first_format(metadata, "outputs"))
+    if outputs_overlap(metadata):
+        return {channel + 1: name for channel, name in sorted(names.items())}
+    return {value: name for value, name in names.items() if name.strip().lower() != "background"}
+
+
+def bundle_inputs(metadata: dict) -> dict:
+    """How many input channels the network takes, and their names (e.g. T1c, T1, T2, FLAIR)."""
+    first = _first_format(metadata, "inputs")
+    names = [name for _, name in sorted(_channel_names(first).items())]
+    count = first.get("num_channels")
+    return {"channels": count if isinstance(count, int) else len(names) or 1, "channel_names": names}
 
 
 def bundle_requirements(metadata: dict) -> dict:
@@ -104,3 +133,55 @@ def _read_text(path: str) -> str:
             return stream.read()
     except OSError as error:
         raise PackageError(f"cannot read {path}: {error.strerror}") from error
+
+
+def unpacked_root(path: str, form: str, content_hash: str, cache_folder: str) -> str:
+    """A folder holding the bundle (``configs/``...): the folder itself, or its zip unpacked once into the cache.
+
+    A TorchScript file's embedded ``extra/`` files become ``configs/``; its network is the file itself.
+    """
+    if form == "folder":
+        return path
+    target = os.path.join(cache_folder, content_hash[:24])
+    if os.path.isdir(target):
+        return target
+    os.makedirs(cache_folder, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=".partial-", dir=cache_folder)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_entries_stay_inside(path, archive.namelist())
+            if form == "torchscript":
+                _unpack_embedded_configs(archive, partial)
+            else:
+                _unpack_bundle_folder(path, archive, partial)
+        os.replace(partial, target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not os.path.isdir(target):  # another worker may have unpacked the same bundle first
+            raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
+
+
+def _unpack_embedded_configs(archive: zipfile.ZipFile, target: str) -> None:
+    configs = os.path.join(target, "configs")
+    os.makedirs(configs)
+    for name in archive.namelist():
+        if posixpath.dirname(name).endswith("/extra") and posixpath.basename(name):
+            with open(os.path.join(configs, posixpath.basename(name)), "wb") as stream:
+                stream.write(archive.read(name))
+
+
+def _unpack_bundle_folder(path: str, archive: zipfile.ZipFile, target: str) -> None:
+    """Extract the folder that holds ``configs/`` (``Name/`` or the zip's top) as the bundle root."""
+    top = posixpath.dirname(_configs_folder(path, archive.namelist()))
+    prefix = f"{top}/" if top else ""
+    for name in archive.namelist():
+        if not name.startswith(prefix) or name.endswith("/"):
+            continue
+        destination = os.path.join(target, *name[len(prefix):].split("/"))
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        with archive.open(name) as source, open(destination, "wb") as stream:
+            shutil.copyfileobj(source, stream)

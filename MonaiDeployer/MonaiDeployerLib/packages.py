@@ -11,7 +11,7 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 
-from . import bundles, sidecar
+from . import bundles, sidecar, trust
 from .errors import PackageError
 
 MODES = ("torchscript", "bundle", "deploy", "map")
@@ -35,6 +35,7 @@ class PackageInfo:
     requirements: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     sidecar: str = ""
+    content_hash: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,7 +142,9 @@ def _describe_bundle(path: str) -> PackageInfo:
         description=str(metadata.get("description", "")),
         labels=bundles.bundle_labels(metadata),
         requirements=bundles.bundle_requirements(metadata),
-        settings={"form": form, "inference_config": inference},
+        settings={"form": form, "inference_config": inference, "outputs_overlap": bundles.outputs_overlap(metadata),
+                  **bundles.bundle_inputs(metadata)},
+        content_hash=trust.content_hash(path),
     )
 
 
