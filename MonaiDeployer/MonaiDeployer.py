@@ -346,7 +346,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
             try:
                 package = self.logic.openPackage(p.packagePath, p.mode)
-                if not self._workerReady(package):
+                if not self._trusted(package) or not self._workerReady(package):
                     return
                 self._jobCreatesNode = p.outputNode is None
                 self._job = self.logic.start(p.inputVolume, package, p.outputNode, p.outputKind, p.device,
@@ -358,12 +358,27 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
         self._pollTimer.start()
 
+    def _trusted(self, package) -> bool:
+        """Ask once per package content before running code that comes with it."""
+        if self.logic.isTrusted(package):
+            return True
+        if slicer.util.confirmYesNoDisplay(
+                _("{package} is a {mode} package: its configs or code are Python that will run on this computer "
+                  "with your permissions. Run it only if you trust where it came from.\n\nTrust and run {package}?"
+                  ).format(package=package.name, mode=package.mode),
+                windowTitle=_("MONAI Deployer: trust this package?")):
+            self.logic.trustPackage(package)
+            return True
+        self._setStatus(_("Not started: the package is not trusted."))
+        return False
+
     def _workerReady(self, package) -> bool:
         """The worker's environment can run this package, after offering to install what it lacks."""
         p = self._parameterNode
         runner = self.logic.runner(p.workerPython, p.device)
         with slicer.util.WaitCursor():
-            missing = missingPackages(WORKER_PACKAGES.get(package.mode, ()), runner.environment()["packages"])
+            missing = missingPackages(WORKER_PACKAGES.get(package.mode, ()), package.requirements,
+                                      runner.environment()["packages"])
         if missing and not self._installIntoSlicerPython(missing):
             return False
         runner = self.logic.runner(p.workerPython, p.device)  # a fresh worker if packages were installed
@@ -395,7 +410,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 packages=names))
             return False
         try:
-            if "torch" in missing:
+            if any(map(isTorch, missing)):
                 try:
                     import PyTorchUtils
                 except ImportError:
@@ -405,7 +420,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
                     self._reportFailure(_("PyTorch was not installed, so the model cannot run."))
                     return False
-            others = [name for name in missing if name != "torch"]
+            others = [name for name in missing if not isTorch(name)]
             if others:
                 if not slicer.util.confirmOkCancelDisplay(
                         _("The model needs {packages}, which Slicer's Python does not have. Install now? "
@@ -508,11 +523,21 @@ def showResult(inputVolume, outputNode) -> None:
         slicer.util.setSliceViewerLayers(background=inputVolume)
 
 
-def missingPackages(needed, installed: dict) -> list:
-    """Names in ``needed`` that the worker environment's ``installed`` (normalised names) lacks."""
+def missingPackages(needed, requirements: dict, installed: dict) -> list:
+    """What the worker environment lacks: names in ``needed``, then the package's requirements as pip specs."""
+    from MonaiDeployerLib.packages import missing_requirements, normalise_name
+
+    missing = [name for name in needed if normalise_name(name) not in installed]
+    wanted = {name: specifier for name, specifier in requirements.items() if name not in missing}
+    return missing + [f"{name}{wanted[name]}" for name in wanted
+                      if missing_requirements({name: wanted[name]}, installed)]
+
+
+def isTorch(requirement: str) -> bool:
+    """True for "torch" or a torch requirement such as "torch>=2.4" (installed by the PyTorch extension)."""
     from MonaiDeployerLib.packages import normalise_name
 
-    return [name for name in needed if normalise_name(name) not in installed]
+    return normalise_name(re.split(r"[<>=!~\s]", requirement)[0]) == "torch"
 
 
 def messageHtml(title: str, detail: str) -> str:
@@ -620,18 +645,36 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
 
         return open_package(path.strip(), mode=None if mode in (None, "auto") else mode)
 
-    def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None):
-        """Start a run and return its NodeSegmentation at once: poll it, or wait for it."""
+    def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None,
+              trust=False):
+        """Start a run and return its NodeSegmentation at once: poll it, or wait for it.
+
+        A bundle or Deploy app runs code: unless the user trusted it before (``isTrusted``), pass trust=True.
+        """
         from MonaiDeployerLib.noderun import NodeSegmentation
 
         return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
-                                output_kind=outputKind)
+                                output_kind=outputKind, trust=trust)
 
     def process(self, inputVolume, packagePath, mode=None, outputNode=None, outputKind="labelmap", device="auto",
-                python=None):
+                python=None, trust=False):
         """Run a package on a volume node and return the output node (blocks; raises MonaiDeployerError)."""
         package = self.openPackage(packagePath, mode)
-        return self.start(inputVolume, package, outputNode, outputKind, device, python).wait()
+        return self.start(inputVolume, package, outputNode, outputKind, device, python, trust).wait()
+
+    @staticmethod
+    def isTrusted(package) -> bool:
+        """True for packages that run no code of their own, and for those the user has trusted."""
+        from MonaiDeployerLib.trust import TrustList
+
+        return not package.content_hash or TrustList().is_trusted(package)
+
+    @staticmethod
+    def trustPackage(package) -> None:
+        """Remember that the user trusts this package's exact content."""
+        from MonaiDeployerLib.trust import TrustList
+
+        TrustList().trust(package)
 
 
 #

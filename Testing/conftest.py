@@ -16,6 +16,8 @@ sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
 LIBRARY_TEMP = Path(tempfile.mkdtemp(prefix="monaideployer-tests-"))
 os.environ["TMPDIR"] = str(LIBRARY_TEMP)
 tempfile.tempdir = str(LIBRARY_TEMP)
+# The trust list and unpacked bundles go to a private home, never the user's own.
+os.environ["MONAIDEPLOYER_HOME"] = str(LIBRARY_TEMP / "home")
 
 from MonaiDeployerLib import Runner, sampledata  # noqa: E402
 from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402

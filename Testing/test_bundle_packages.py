@@ -31,15 +31,17 @@ def zip_folder(folder: Path, target: Path) -> Path:
 
 
 @needs_model_zoo
-@pytest.mark.parametrize(("name", "labels", "config"), [
-    ("spleen_ct_segmentation", {1: "spleen"}, "inference.json"),
-    ("swin_unetr_btcv_segmentation", {1: "spleen", 6: "Liver", 13: "Left adrenal gland"}, "inference.json"),
-    ("brats_mri_segmentation", {0: "Tumor core", 1: "Whole tumor", 2: "Enhancing tumor"}, "inference.json"),
-    ("pancreas_ct_dints_segmentation", {1: "pancreas", 2: "pancreatic tumor"}, "inference.yaml"),
-    ("ventricular_short_axis_3label", {1: "lv_pool", 2: "myocardium", 3: "rv_pool"}, "inference.json"),
-    ("segmentation_template", {1: "category 1", 2: "category 2", 3: "category 3"}, "inference.yaml"),
+@pytest.mark.parametrize(("name", "labels", "config", "inputs"), [
+    ("spleen_ct_segmentation", {1: "spleen"}, "inference.json", ["image"]),
+    ("swin_unetr_btcv_segmentation", {1: "spleen", 6: "Liver", 13: "Left adrenal gland"}, "inference.json",
+     ["image"]),
+    ("brats_mri_segmentation", {1: "Tumor core", 2: "Whole tumor", 3: "Enhancing tumor"}, "inference.json",
+     ["T1c", "T1", "T2", "FLAIR"]),
+    ("pancreas_ct_dints_segmentation", {1: "pancreas", 2: "pancreatic tumor"}, "inference.yaml", ["image"]),
+    ("ventricular_short_axis_3label", {1: "lv_pool", 2: "myocardium", 3: "rv_pool"}, "inference.json", ["image"]),
+    ("segmentation_template", {1: "category 1", 2: "category 2", 3: "category 3"}, "inference.yaml", ["image"]),
 ])
-def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, labels, config):
+def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, labels, config, inputs):
     package = open_package(str(bundle_folder(tmp_path, name)))
     metadata = json.loads((MODEL_ZOO / name / "configs" / "metadata.json").read_text())
     assert package.mode == "bundle"
@@ -49,7 +51,9 @@ def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, lab
     assert package.requirements["monai"] == f">={metadata['monai_version']}"
     assert package.requirements["torch"] == f">={metadata['pytorch_version']}"
     assert "nibabel" in package.requirements and "pytorch-ignite" in package.requirements
-    assert package.settings == {"form": "folder", "inference_config": config}
+    assert package.settings == {"form": "folder", "inference_config": config, "channels": len(inputs),
+                                "channel_names": inputs, "outputs_overlap": name == "brats_mri_segmentation"}
+    assert len(package.content_hash) == 64
 
 
 @needs_model_zoo

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .packages import normalise_name
+from .trust import TrustList
 from .volume import check_output
 
 
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("input", help="input volume: .nrrd, .nii or .nii.gz")
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    run.add_argument("--trust", action="store_true",
+                     help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
+                          "that runs with your permissions, so use this only for packages from a source you trust")
     _add_common_options(run)
     run.set_defaults(command=_run)
     return parser
@@ -58,6 +62,7 @@ def _inspect(arguments) -> int:
         problems = runner.check_requirements(package)
     if arguments.json:
         print(json.dumps({**package.to_dict(), "worker_python": environment["executable"],
+                          "trusted": TrustList().is_trusted(package) if package.content_hash else None,
                           "requirement_problems": problems}, indent=2))
         return 0
     print(f"{package.name} {package.version}".rstrip())
@@ -65,7 +70,11 @@ def _inspect(arguments) -> int:
     print(f"  path:         {package.path}")
     if package.description:
         print(f"  description:  {package.description}")
-    print(f"  sidecar:      {package.sidecar or 'none (defaults: whole volume, no resampling, argmax)'}")
+    if package.mode == "torchscript":
+        print(f"  sidecar:      {package.sidecar or 'none (defaults: whole volume, no resampling, argmax)'}")
+    if package.content_hash:
+        trusted = TrustList().is_trusted(package)
+        print(f"  runs code:    yes; {'trusted' if trusted else 'not trusted yet (run it with --trust)'}")
     labels = ", ".join(f"{value}={name}" for value, name in sorted(package.labels.items()))
     print(f"  labels:       {labels or 'not declared'}")
     for name, specifier in package.requirements.items():
@@ -81,7 +90,7 @@ def _run(arguments) -> int:
     package = open_package(arguments.package, arguments.mode)
     volume = read_volume(arguments.input)
     with Runner(python=arguments.python, device=arguments.device) as runner:
-        result = runner.run(package, volume)
+        result = runner.run(package, volume, trust=arguments.trust)
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)
     counts = {value: int(np.count_nonzero(result.labelmap.array == value)) for value in sorted(result.labels)}
     if arguments.json:

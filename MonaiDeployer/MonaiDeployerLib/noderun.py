@@ -19,7 +19,7 @@ class NodeSegmentation:
     """
 
     def __init__(self, runner, package, input_node, output_node=None, output_kind: str = "labelmap",
-                 name: str | None = None):
+                 name: str | None = None, trust: bool = False):
         if output_node is not None:
             output_kind = "segmentation" if output_node.IsA("vtkMRMLSegmentationNode") else "labelmap"
         if output_kind not in OUTPUT_KINDS:
@@ -30,7 +30,7 @@ class NodeSegmentation:
         self.error = None
         self._requested_node = output_node
         self._name = name
-        self._job = runner.submit(package, mrml.volume_from_node(input_node))
+        self._job = runner.submit(package, mrml.volume_from_node(input_node), trust)
 
     @property
     def done(self) -> bool:

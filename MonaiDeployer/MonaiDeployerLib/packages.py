@@ -158,6 +158,12 @@ def normalise_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def missing_requirements(requirements: dict, installed: dict) -> list:
+    """The requirements not installed at all, each with the ``pip install`` that fixes it."""
+    return [f'{name} is not installed (pip install "{name}{specifier}")'
+            for name, specifier in requirements.items() if normalise_name(name) not in installed]
+
+
 def check_requirements(requirements: dict, installed: dict) -> list:
     """Each requirement the environment misses, as a sentence with the ``pip install`` that fixes it."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet

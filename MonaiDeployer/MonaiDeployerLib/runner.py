@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .client import WorkerClient
-from .errors import WorkerError
-from .packages import PackageInfo, check_requirements, open_package
+from .errors import PackageError, WorkerError
+from .packages import PackageInfo, check_requirements, missing_requirements, open_package
+from .trust import TrustList
 from .volume import Volume, check_volume
 
 
@@ -37,9 +38,10 @@ class Result:
 class Runner:
     """A context manager over one warm worker process; runs are one at a time."""
 
-    def __init__(self, python: str | None = None, device: str = "auto"):
+    def __init__(self, python: str | None = None, device: str = "auto", trust_list: TrustList | None = None):
         self.device = device
         self.client = WorkerClient(python)
+        self.trust_list = trust_list or TrustList()
         self._job = None
 
     @property
@@ -68,24 +70,34 @@ class Runner:
         """Start the worker and import torch and MONAI now, so the first run pays neither."""
         return self.client.call("warmup").wait(timeout)
 
-    def submit(self, package, volume: Volume) -> Job:
-        """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it."""
+    def submit(self, package, volume: Volume, trust: bool = False) -> Job:
+        """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it.
+
+        Bundles and Deploy apps run code: one the user has not trusted before is refused unless
+        ``trust`` is True. A requirement the worker's environment lacks altogether stops the run.
+        """
         if self._job is not None and not self._job.done:
             raise WorkerError("a run is already in progress; wait for it or cancel it")
+        check_volume(volume)
         package = package if isinstance(package, PackageInfo) else open_package(package)
-        self._job = Job(self.client, package, volume, self.device)
+        self.trust_list.check(package, trust)
+        started_worker = self.client.start()
+        missing = missing_requirements(package.requirements, self.environment()["packages"])
+        if missing:
+            raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
+        self._job = Job(self.client, package, volume, self.device, started_worker)
         return self._job
 
-    def run(self, package, volume: Volume, progress=None, timeout: float | None = None) -> Result:
+    def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False) -> Result:
         """Run and wait; ``progress`` gets each ``protocol.Event``."""
-        return self.submit(package, volume).wait(timeout=timeout, progress=progress)
+        return self.submit(package, volume, trust).wait(timeout=timeout, progress=progress)
 
 
 class Job:
     """One run: the input goes to a private temp folder that is removed however the run ends."""
 
-    def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str):
-        check_volume(volume)
+    def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str,
+                 started_worker: bool = False):
         self.package = package
         self.volume = volume
         self.result = None
@@ -98,6 +110,7 @@ class Job:
             self._call = client.call("run", package=package.to_dict(), input=self._path("input.npy"),
                                      output=self._path("output.npy"), ijk_to_ras=volume.ijk_to_ras.tolist(),
                                      device=device)
+            self._started_worker = started_worker or self._call.started_worker
         except BaseException:
             self._remove_folder()
             raise
@@ -151,7 +164,7 @@ class Job:
         if labelmap.shape != self.volume.shape:
             raise WorkerError(f"the result's shape {labelmap.shape} differs from the input's {self.volume.shape}")
         timings = {"write_input": self._write_seconds}
-        if self._call.started_worker and self._call.client.startup_seconds is not None:
+        if self._started_worker and self._call.client.startup_seconds is not None:
             timings["start_worker"] = self._call.client.startup_seconds
         timings.update(answer["timings"])
         timings["read_output"] = time.perf_counter() - started
@@ -161,7 +174,7 @@ class Job:
             labels={int(value): name for value, name in answer["labels"].items()},
             colors={int(value): tuple(color) for value, color in answer["colors"].items()},
             timings=timings,
-            warm={"worker": not self._call.started_worker, "imports": "import" not in timings,
+            warm={"worker": not self._started_worker, "imports": "import" not in timings,
                   "model": bool(answer.get("model_cached"))},
             package=self.package,
         )
