@@ -52,7 +52,9 @@ def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, lab
     assert package.requirements["torch"] == f">={metadata['pytorch_version']}"
     assert "nibabel" in package.requirements and "pytorch-ignite" in package.requirements
     assert package.settings == {"form": "folder", "inference_config": config, "channels": len(inputs),
-                                "channel_names": inputs, "outputs_overlap": name == "brats_mri_segmentation"}
+                                "channel_names": inputs, "outputs_overlap": name == "brats_mri_segmentation",
+                                "made_with": {"monai": metadata["monai_version"], "torch": metadata["pytorch_version"],
+                                              "numpy": metadata["numpy_version"]}}
     assert len(package.content_hash) == 64
 
 

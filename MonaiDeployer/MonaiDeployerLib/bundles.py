@@ -119,6 +119,11 @@ def bundle_inputs(metadata: dict) -> dict:
     return {"channels": count if isinstance(count, int) else len(names) or 1, "channel_names": names}
 
 
+def made_with(metadata: dict) -> dict:
+    """The monai, torch and numpy versions the bundle's author used, as its metadata records them."""
+    return {package: str(metadata[key]) for key, package in VERSION_KEYS.items() if metadata.get(key)}
+
+
 def bundle_requirements(metadata: dict) -> dict:
     """The versions the bundle was made with, as minimums the worker's environment must meet."""
     requirements = {package: f">={metadata[key]}" for key, package in VERSION_KEYS.items() if metadata.get(key)}

@@ -143,7 +143,7 @@ def _describe_bundle(path: str) -> PackageInfo:
         labels=bundles.bundle_labels(metadata),
         requirements=bundles.bundle_requirements(metadata),
         settings={"form": form, "inference_config": inference, "outputs_overlap": bundles.outputs_overlap(metadata),
-                  **bundles.bundle_inputs(metadata)},
+                  "made_with": bundles.made_with(metadata), **bundles.bundle_inputs(metadata)},
         content_hash=trust.content_hash(path),
     )
 

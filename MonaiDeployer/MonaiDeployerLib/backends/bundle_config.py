@@ -129,8 +129,9 @@ def use_scripts_of(root: str) -> None:
                 del sys.modules[name]
 
 
-def instantiate(parser, config_id: str, what: str):
-    """``parser.get_parsed_content(config_id)``, failing with one line that says which part broke."""
+def instantiate(parser, config_id: str, what: str, made_with: dict):
+    """``parser.get_parsed_content(config_id)``, failing with one line that says which part broke and, when the
+    bundle was made with another MONAI release than the worker's, that this may be why."""
     if config_id not in parser:
         raise PackageError(f"the inference config has no {config_id!r} ({what})")
     try:
@@ -138,7 +139,19 @@ def instantiate(parser, config_id: str, what: str):
     except PackageError:
         raise
     except Exception as error:  # anything a config's Python can raise
-        raise PackageError(f"the bundle's {config_id!r} cannot be built: {one_line_cause(error)}") from error
+        raise PackageError(f"the bundle's {config_id!r} cannot be built: {one_line_cause(error)}"
+                           f"{release_hint(made_with)}") from error
+
+
+def release_hint(made_with: dict) -> str:
+    """A hint when the worker's MONAI differs in major.minor from the one the bundle was made with."""
+    import monai
+
+    wanted = made_with.get("monai", "")
+    if not wanted or wanted.split(".")[:2] == monai.__version__.split(".")[:2]:
+        return ""
+    return (f" (the bundle was made with MONAI {wanted}, this worker has {monai.__version__}: "
+            f"a worker Python with monai=={wanted} may run it)")
 
 
 def in_memory_transforms(compose, kind: str):
