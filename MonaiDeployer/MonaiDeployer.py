@@ -16,7 +16,12 @@ import ctk
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLVectorVolumeNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import (
@@ -80,7 +85,7 @@ class MonaiDeployerParameterNode:
     """
     The parameters needed by module.
 
-    inputVolume - The volume the model runs on.
+    inputVolume - The volume the model runs on (a vector volume holds several channels).
     packagePath - The model package: a file, a folder or a container image reference.
     mode - The deployment mode; "auto" detects it from the package.
     device - "auto", "cpu" or "cuda".
@@ -89,7 +94,7 @@ class MonaiDeployerParameterNode:
     outputNode - An existing labelmap or segmentation to overwrite; None creates a new node on each run.
     """
 
-    inputVolume: vtkMRMLScalarVolumeNode
+    inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode
     packagePath: str = ""
     mode: Annotated[str, Choice(list(MODE_CHOICES))] = "auto"
     device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
@@ -326,7 +331,17 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 problems = runner.check_requirements(package)
         except MonaiDeployerError as error:
             workerError = str(error)
-        self.ui.packageInfoBrowser.setHtml(packageInfoHtml(package, environment, problems, workerError))
+        self.ui.packageInfoBrowser.setHtml(packageInfoHtml(package, environment, problems, workerError,
+                                                           self.logic.isTrusted(package)))
+        self._preferSegmentationForOverlaps(package)
+
+    def _preferSegmentationForOverlaps(self, package) -> None:
+        """A labelmap holds one label per voxel: for a model whose segments overlap, make a segmentation instead."""
+        p = self._parameterNode
+        if package.settings.get("outputs_overlap") and p.outputNode is None and p.outputKind == "labelmap":
+            p.outputKind = "segmentation"
+            self._appendLog(_("{package}'s segments can overlap: the output will be a segmentation, "
+                              "one segment per channel.").format(package=package.name))
 
     #
     # Running
@@ -544,16 +559,18 @@ def messageHtml(title: str, detail: str) -> str:
     return f"<p><b>{html.escape(title)}</b></p><p>{html.escape(detail)}</p>"
 
 
-def packageInfoHtml(package, environment, problems: list, workerError: str | None) -> str:
+def packageInfoHtml(package, environment, problems: list, workerError: str | None, trusted: bool) -> str:
     """The info card: what the package says about itself and whether the worker can run it."""
-    from MonaiDeployerLib.packages import normalise_name
+    from MonaiDeployerLib.packages import normalise_name, package_facts
 
     e = html.escape
     parts = [f"<h3>{e(package.name)} <small>{e(package.version)}</small></h3>"]
     if package.description:
         parts.append(f"<p>{e(package.description)}</p>")
-    parts.append("<p><b>{}</b> {}<br><b>{}</b> {}</p>".format(
-        e(_("Mode:")), e(package.mode), e(_("Package:")), e(package.path)))
+    facts = "".join(f"<br><b>{e(heading.capitalize())}:</b> {e(text)}"
+                    for heading, text in package_facts(package, trusted))
+    parts.append("<p><b>{}</b> {}<br><b>{}</b> {}{}</p>".format(
+        e(_("Mode:")), e(package.mode), e(_("Package:")), e(package.path), facts))
 
     if package.labels:
         rows = []

@@ -153,6 +153,37 @@ def _describe_deploy(path: str) -> PackageInfo:
     return PackageInfo(path=os.path.abspath(path), mode="deploy", name=os.path.splitext(name)[0])
 
 
+def package_facts(package: PackageInfo, trusted: bool) -> list:
+    """What a user should know before a run, beyond name and labels, as (heading, text) pairs.
+
+    ``inspect`` prints them and Slicer's panel shows them in its info card.
+    """
+    facts = []
+    settings = package.settings
+    if package.mode == "torchscript":
+        facts.append(("sidecar", package.sidecar or "none (defaults: whole volume, no resampling, argmax)"))
+    if package.mode == "bundle":
+        forms = {"folder": "bundle folder", "zip": "bundle zip",
+                 "torchscript": "TorchScript file with the bundle's configs embedded (ckpt_export)"}
+        facts.append(("form", forms.get(settings.get("form"), settings.get("form", ""))))
+        facts.append(("config", f"configs/{settings['inference_config']}" if settings.get("inference_config")
+                      else "none: the bundle has no inference config and cannot run"))
+        made_with = settings.get("made_with") or {}
+        if made_with:
+            facts.append(("made with", ", ".join(f"{name} {version}" for name, version in made_with.items())))
+    if settings.get("channels", 1) > 1:
+        names = settings.get("channel_names") or []
+        facts.append(("input", f"{settings['channels']} channels ({', '.join(names) or 'unnamed'}), in this order: "
+                               "a vector volume, or one volume per channel on one grid"))
+    if settings.get("outputs_overlap"):
+        facts.append(("output", "segments may overlap: each becomes a segment of its own "
+                                "(a segmentation or .seg.nrrd; a labelmap would lose the overlap)"))
+    if package.content_hash:
+        facts.append(("runs code", "yes, trusted" if trusted else
+                      "yes: its configs or code are Python; not trusted yet (you are asked, or pass --trust)"))
+    return facts
+
+
 def normalise_name(name: str) -> str:
     """PyPI's rule: case and runs of ``-_.`` do not matter."""
     return re.sub(r"[-_.]+", "-", name).lower()
