@@ -109,27 +109,6 @@ def test_trust_is_remembered_for_the_exact_content_only(tmp_path, own_bundle, he
             runner.run(open_package(own_bundle), held_out[0][1])
 
 
-def test_the_mrml_logic_makes_a_named_segmentation_from_a_bundle(scene, bundle_forms):
-    from MonaiDeployerLib import mrml, sampledata
-    from MonaiDeployerLib.noderun import NodeSegmentation
-    from MonaiDeployerLib.selftest import held_out_node, node_array
-
-    case = sampledata.held_out_cases()[1]
-    node, truth = held_out_node(scene, case)
-    before = node_array(node).copy()
-    with Runner(device="cpu") as runner:
-        run = NodeSegmentation(runner, open_package(bundle_forms["folder"]), node, output_kind="segmentation",
-                               trust=True)
-        segmentation = run.wait()
-    names = [segmentation.GetSegmentation().GetNthSegment(index).GetName()
-             for index in range(segmentation.GetSegmentation().GetNumberOfSegments())]
-    assert names == ["organ", "lesion"]
-    for value, name in LABELS.items():
-        mask = mrml.segment_mask(segmentation, segmentation.GetSegmentation().GetSegmentIdBySegmentName(name), node)
-        assert dice_per_label(mask.astype(np.uint8) * value, truth, [value])[value] >= MINIMUM_DICE
-    assert np.array_equal(node_array(node), before)
-
-
 def test_a_missing_required_package_stops_the_run_with_the_pip_line(runner, own_bundle, held_out):
     metadata_path = own_bundle / "configs" / "metadata.json"
     metadata = json.loads(metadata_path.read_text())
@@ -220,7 +199,16 @@ def _break(bundle: Path, breakage: str) -> None:
         (configs / "inference.json").write_text(json.dumps(config))
 
 
-def _write_identity_bundle(folder: Path, preprocessing_extra: list, imports: list) -> None:
+def test_labels_come_from_the_config_when_metadata_has_none(runner, tmp_path):
+    folder = tmp_path / "labelled"
+    _write_identity_bundle(folder, [], [], label_names={"0": "background", "1": "everything"})
+    package = open_package(folder)
+    assert package.labels == {}
+    result = runner.run(package, Volume(np.ones((6, 6, 6), np.float32)), trust=True)
+    assert result.labels == {1: "everything"}
+
+
+def _write_identity_bundle(folder: Path, preprocessing_extra: list, imports: list, **config_entries) -> None:
     """A bundle whose network passes its input through: the label is the preprocessed intensity."""
     import torch
 
@@ -235,6 +223,7 @@ def _write_identity_bundle(folder: Path, preprocessing_extra: list, imports: lis
         "inferer": {"_target_": "SimpleInferer"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "/nonexistent/never/written"}]},
+        **config_entries,
     }))
     torch.jit.script(torch.nn.Identity()).save(str(folder / "models" / "model.ts"))
 
