@@ -19,7 +19,7 @@ from ..bundles import unpacked_root
 from ..errors import InputError, PackageError
 from ..trust import home_folder
 from . import Segmented, argmax_over_channels, one_line_cause, resolve_device, sliding_window_count
-from .bundle_config import in_memory_transforms, instantiate, parse_inference_config
+from .bundle_config import LoadedImaged, in_memory_transforms, instantiate, parse_inference_config
 
 PIPELINES_KEPT = 2
 PRED = "pred"
@@ -87,7 +87,7 @@ class BundlePipeline:
         self.labels = package.labels or _config_labels(parser)
 
     def _image_key(self, parser) -> str:
-        loaders = [transform for transform in self.preprocessing.transforms if hasattr(transform, "image_only")]
+        loaders = [transform for transform in self.preprocessing.transforms if isinstance(transform, LoadedImaged)]
         if loaders:
             return loaders[0].keys[0]
         return str(parser.get("image_key", "image"))
