@@ -72,9 +72,11 @@ def test_a_failed_run_leaves_the_scene_as_it_was(scene, runner, tiny_models):
     assert scene.GetNumberOfNodes() == nodes
 
 
-def test_vector_volumes_are_refused(scene, runner, tiny_models):
+def test_a_vector_volume_is_read_as_channels(scene):
     import slicer
 
-    node = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6, 3), np.uint8), nodeClassName="vtkMRMLVectorVolumeNode")
-    with pytest.raises(Exception, match="3 components per voxel"):
-        NodeSegmentation(runner, tiny_models["identity"], node)
+    array = np.arange(4 * 5 * 6 * 3, dtype=np.uint8).reshape(4, 5, 6, 3)  # [k, j, i, component]
+    node = slicer.util.addVolumeFromArray(array, nodeClassName="vtkMRMLVectorVolumeNode")
+    volume = mrml.volume_from_node(node)
+    assert volume.shape == (6, 5, 4, 3)
+    assert np.array_equal(volume.array, array.transpose(2, 1, 0, 3))

@@ -73,8 +73,14 @@ def test_a_changed_model_file_is_loaded_again(runner, tiny_models, tmp_path):
     assert np.array_equal(changed.labelmap.array, (array > 0.5).astype(np.uint8))
 
 
+def test_a_multi_channel_input_reaches_the_model_channel_first(runner, tiny_models):
+    channels = np.random.default_rng(2).random((5, 6, 7, 2), dtype=np.float32)
+    result = runner.run(tiny_models["identity"], Volume(channels))  # identity: two channels in, two scores out
+    assert np.array_equal(result.labelmap.array, (channels[..., 1] > channels[..., 0]).astype(np.uint8))
+
+
 @pytest.mark.parametrize(("model", "cause"), [
-    ("two_input_channels", "the model takes 2 input channels; the volume has 1"),
+    ("two_input_channels", "the model takes 2 input channels; the input has 1"),
     ("shrinking", "a segmentation model must keep the shape"),
 ])
 def test_a_model_that_does_not_fit_the_input_is_named(runner, tiny_models, model, cause):
@@ -85,7 +91,7 @@ def test_a_model_that_does_not_fit_the_input_is_named(runner, tiny_models, model
 
 @pytest.mark.parametrize(("array", "cause"), [
     (np.zeros((16, 16), np.float32), "the input is 2D"),
-    (np.zeros((16, 16, 16, 2), np.float32), "the input is 4D"),
+    (np.zeros((16, 16, 16, 20), np.float32), "the input has 20 channels"),
     (np.full((16, 16, 16), np.nan, np.float32), "4096 NaN or infinite voxels"),
 ])
 def test_bad_volumes_are_refused_before_the_worker_sees_them(tiny_models, array, cause):

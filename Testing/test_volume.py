@@ -63,7 +63,8 @@ def test_seg_nrrd_opens_in_slicer_with_names_colours_and_voxels(tmp_path, scene)
 @pytest.mark.parametrize(("array", "cause"), [
     (np.zeros((8, 8)), "the input is 2D"),
     (np.zeros((8, 8, 1)), "the input is 2D"),
-    (np.zeros((8, 8, 8, 3)), "the input is 4D"),
+    (np.zeros((8, 8, 8, 17)), "the input has 17 channels on its fourth axis"),
+    (np.zeros((8, 8, 8, 2, 2)), "the input is 5D"),
     (np.where(np.arange(512).reshape(8, 8, 8) == 5, np.nan, 0.0), "1 NaN or infinite voxels"),
 ])
 def test_unusable_volumes_are_refused_with_their_cause(array, cause):

@@ -11,7 +11,7 @@ import numpy as np
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .packages import normalise_name
 from .trust import TrustList
-from .volume import check_output
+from .volume import check_output, stack_channels
 
 
 def main(argv=None) -> int:
@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="segment a volume with a model package")
     run.add_argument("package", help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
-    run.add_argument("input", help="input volume: .nrrd, .nii or .nii.gz")
+    run.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="input volume: .nrrd, .nii or .nii.gz; several on one grid are the model's input channels, "
+                          "in the order given (a 4D file's channels work too)")
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     run.add_argument("--trust", action="store_true",
@@ -86,24 +88,35 @@ def _inspect(arguments) -> int:
 
 
 def _run(arguments) -> int:
-    check_output(arguments.output)
     package = open_package(arguments.package, arguments.mode)
-    volume = read_volume(arguments.input)
+    overlapping = package.settings.get("outputs_overlap")
+    check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
+    volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
     with Runner(python=arguments.python, device=arguments.device) as runner:
         result = runner.run(package, volume, trust=arguments.trust)
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)
-    counts = {value: int(np.count_nonzero(result.labelmap.array == value)) for value in sorted(result.labels)}
+    counts = _voxel_counts(result)
     if arguments.json:
         print(json.dumps({"output": arguments.output, "package": package.name, "mode": package.mode,
                           "labels": {str(value): name for value, name in result.labels.items()},
+                          "overlapping": result.overlapping,
                           "voxels": {str(value): count for value, count in counts.items()},
                           "timings": result.timings}, indent=2))
         return 0
-    print(f"wrote {arguments.output}")
+    note = " (the segments overlap: a voxel may count in several)" if result.overlapping else ""
+    print(f"wrote {arguments.output}{note}")
     for value, name in sorted(result.labels.items()):
         print(f"  {value} {name}: {counts[value]} voxels")
     print("  timings: " + ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in result.timings.items()))
     return 0
+
+
+def _voxel_counts(result) -> dict:
+    """Voxels per label value; overlapping segments are counted each in its own mask."""
+    array = result.labelmap.array
+    if result.overlapping:
+        return {value: int(np.count_nonzero(array[..., value - 1])) for value in sorted(result.labels)}
+    return {value: int(np.count_nonzero(array == value)) for value in sorted(result.labels)}
 
 
 if __name__ == "__main__":

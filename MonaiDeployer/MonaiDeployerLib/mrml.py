@@ -13,12 +13,10 @@ import numpy as np
 import slicer
 import vtk
 
-from .errors import InputError
-from .volume import Volume
+from .errors import InputError, OutputError
+from .volume import Volume, label_color, stack_channels
 
 OWN_TABLE_ATTRIBUTE = "MonaiDeployer.LabelTable"
-PALETTE = ((0.90, 0.35, 0.25), (0.25, 0.65, 0.90), (0.95, 0.80, 0.25), (0.45, 0.80, 0.35),
-           (0.70, 0.45, 0.85), (0.95, 0.55, 0.75), (0.35, 0.85, 0.80), (0.85, 0.60, 0.35))
 
 
 def matrix_to_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -42,14 +40,28 @@ def ijk_to_ras(node) -> np.ndarray:
 def volume_from_node(node) -> Volume:
     """A copy of the node's voxels indexed [i, j, k] with its IJK-to-RAS matrix (the node is not touched).
 
-    The geometry is the node's own; a result placed under the same parent transform lines up with it.
+    A vector volume's components become channels, [i, j, k, C]. The geometry is the node's own; a
+    result placed under the same parent transform lines up with it.
     """
     if node is None or node.GetImageData() is None:
         raise InputError("no input volume selected, or the volume has no image data")
-    array = slicer.util.arrayFromVolume(node)
-    if array.ndim != 3:
-        raise InputError(f"the input volume has {array.shape[-1]} components per voxel; a scalar volume is needed")
-    return Volume(np.array(array.transpose(2, 1, 0), copy=True), ijk_to_ras(node))
+    array = slicer.util.arrayFromVolume(node)  # K, J, I (, C)
+    spatial_reversed = (2, 1, 0, *range(3, array.ndim))
+    return Volume(np.array(array.transpose(spatial_reversed), copy=True), ijk_to_ras(node))
+
+
+def volume_from_nodes(nodes) -> Volume:
+    """Scalar volume nodes on one grid as the channels of one volume, in the given order (one node: as it is).
+
+    They must share the grid and the parent transform, so that channel voxels lie at the same place.
+    """
+    nodes = list(nodes)
+    volume = stack_channels([volume_from_node(node) for node in nodes], [f"'{node.GetName()}'" for node in nodes])
+    for node in nodes[1:]:
+        if node.GetTransformNodeID() != nodes[0].GetTransformNodeID():
+            raise InputError(f"'{node.GetName()}' is under another transform than '{nodes[0].GetName()}'; "
+                             "put them under the same one, or harden the transforms and resample first")
+    return volume
 
 
 def volume_node_from_volume(scene, volume: Volume, name: str, labelmap: bool = False):
@@ -83,10 +95,6 @@ def color_table_node(scene, name: str, labels: dict, colors: dict):
     return table
 
 
-def label_color(value: int, colors: dict) -> tuple:
-    return tuple(colors.get(value, PALETTE[(value - 1) % len(PALETTE)]))
-
-
 def _new_output_node(class_name: str, reference_node, name: str | None):
     scene = reference_node.GetScene()
     name = name or f"{reference_node.GetName()} segmentation"
@@ -94,7 +102,14 @@ def _new_output_node(class_name: str, reference_node, name: str | None):
 
 
 def result_to_labelmap_node(result, reference_node, node=None, name: str | None = None):
-    """Put a result in a labelmap node (new, or ``node``) on the reference's grid, names in its colour table."""
+    """Put a result in a labelmap node (new, or ``node``) on the reference's grid, names in its colour table.
+
+    Overlapping segments are refused: a labelmap holds one label per voxel, so some would be lost.
+    """
+    if result.overlapping:
+        names = ", ".join(name for _, name in sorted(result.labels.items()))
+        raise OutputError(f"the model's segments overlap ({names}) and a labelmap holds one label per voxel; "
+                          "choose a segmentation output so that none is lost")
     scene = reference_node.GetScene()
     with _removed_on_failure(scene) as created:
         if node is None:
@@ -119,7 +134,9 @@ def result_to_labelmap_node(result, reference_node, node=None, name: str | None 
 def result_to_segmentation_node(result, reference_node, node=None, name: str | None = None):
     """Put a result in a segmentation node: one named, coloured segment per label, empty ones included.
 
-    In an existing segmentation, segments with the same names are replaced and the others kept.
+    Overlapping segments (``result.overlapping``) each come from their own mask, so a voxel in
+    several masks is in all those segments. In an existing segmentation, segments with the same
+    names are replaced and the others kept.
     """
     scene = reference_node.GetScene()
     with _removed_on_failure(scene) as created:
@@ -127,23 +144,48 @@ def result_to_segmentation_node(result, reference_node, node=None, name: str | N
             node = _new_output_node("vtkMRMLSegmentationNode", reference_node, name)
             created.append(node)
             node.CreateDefaultDisplayNodes()
-        labelmap = result_to_labelmap_node(result, reference_node, name="MonaiDeployer import")
-        table = labelmap.GetDisplayNode().GetColorNode()
-        created.extend([labelmap, labelmap.GetDisplayNode(), table])
+        # Under the reference's transform before the import, so that Slicer does not move the voxels.
+        _place_beside(node, reference_node)
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node)
         segmentation = node.GetSegmentation()
         for label in result.labels.values():
             segment_id = segmentation.GetSegmentIdBySegmentName(label)
             if segment_id:
                 segmentation.RemoveSegment(segment_id)
-        if not segmentations_logic(scene).ImportLabelmapToSegmentationNode(labelmap, node):
-            raise RuntimeError("Slicer could not import the labelmap into the segmentation")
+        (_import_masks if result.overlapping else _import_labelmap)(result, reference_node, node, created)
         for value, label in sorted(result.labels.items()):
             if not segmentation.GetSegmentIdBySegmentName(label):
                 segmentation.AddEmptySegment("", label, label_color(value, result.colors))
-        _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode(), table])
-        _place_beside(node, reference_node)
         return node
+
+
+def _import_labelmap(result, reference_node, node, created) -> None:
+    """Labels into segments through a labelmap whose colour table gives them their names and colours."""
+    scene = reference_node.GetScene()
+    labelmap = result_to_labelmap_node(result, reference_node, name="MonaiDeployer import")
+    table = labelmap.GetDisplayNode().GetColorNode()
+    created.extend([labelmap, labelmap.GetDisplayNode(), table])
+    if not segmentations_logic(scene).ImportLabelmapToSegmentationNode(labelmap, node):
+        raise RuntimeError("Slicer could not import the labelmap into the segmentation")
+    _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode(), table])
+
+
+def _import_masks(result, reference_node, node, created) -> None:
+    """Each label's mask into a segment of its own (Slicer gives overlapping segments separate layers)."""
+    scene = reference_node.GetScene()
+    logic = segmentations_logic(scene)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MonaiDeployer import")
+    created.append(labelmap)
+    labelmap.SetAndObserveTransformNodeID(node.GetTransformNodeID())
+    segmentation = node.GetSegmentation()
+    for value, label in sorted(result.labels.items()):
+        segment_id = segmentation.AddEmptySegment("", label, label_color(value, result.colors))
+        _fill_volume_node(labelmap, Volume(result.labelmap.array[..., value - 1], result.labelmap.ijk_to_ras))
+        segment_ids = vtk.vtkStringArray()
+        segment_ids.InsertNextValue(segment_id)
+        if not logic.ImportLabelmapToSegmentationNode(labelmap, node, segment_ids):
+            raise RuntimeError(f"Slicer could not import the mask of {label} into the segmentation")
+    _remove_nodes(scene, [labelmap, labelmap.GetDisplayNode()])
 
 
 def segmentations_logic(scene):

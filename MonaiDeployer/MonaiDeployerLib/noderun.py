@@ -14,8 +14,10 @@ OUTPUT_KINDS = ("labelmap", "segmentation")
 class NodeSegmentation:
     """Start at construction; ``poll()`` until ``done``; then ``output_node`` or ``error``.
 
-    The input node is only read. The output node is made or filled once the worker has answered,
-    so a failed or cancelled run leaves the scene as it was.
+    ``input_node`` is one volume node (a vector volume's components are channels), or a list of
+    scalar volume nodes on one grid, stacked as channels in that order; the first is the reference
+    for the output's grid and place. Inputs are only read. The output node is made or filled once
+    the worker has answered, so a failed or cancelled run leaves the scene as it was.
     """
 
     def __init__(self, runner, package, input_node, output_node=None, output_kind: str = "labelmap",
@@ -24,13 +26,15 @@ class NodeSegmentation:
             output_kind = "segmentation" if output_node.IsA("vtkMRMLSegmentationNode") else "labelmap"
         if output_kind not in OUTPUT_KINDS:
             raise MonaiDeployerError(f"unknown output kind {output_kind!r} (use labelmap or segmentation)")
-        self.input_node = input_node
+        input_nodes = list(input_node) if isinstance(input_node, (list, tuple)) else [input_node]
+        volume = mrml.volume_from_nodes(input_nodes)
+        self.input_node = input_nodes[0]
         self.output_kind = output_kind
         self.output_node = None
         self.error = None
         self._requested_node = output_node
         self._name = name
-        self._job = runner.submit(package, mrml.volume_from_node(input_node), trust)
+        self._job = runner.submit(package, volume, trust)
 
     @property
     def done(self) -> bool:
@@ -75,7 +79,8 @@ class NodeSegmentation:
         place = mrml.result_to_segmentation_node if segmentation else mrml.result_to_labelmap_node
         try:
             self.output_node = place(self._job.result, self.input_node, self._requested_node, self._name)
-        except Exception as error:
-            self.error = MonaiDeployerError(f"cannot create the output node: {error}")
+        except Exception as error:  # ours already say what to do (e.g. overlapping segments into a labelmap)
+            self.error = (error if isinstance(error, MonaiDeployerError)
+                          else MonaiDeployerError(f"cannot create the output node: {error}"))
             return Event("error", "output", None, str(self.error))
         return Event("done", "output", 1.0, f"{self.output_node.GetName()} ready")

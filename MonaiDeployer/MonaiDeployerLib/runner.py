@@ -25,7 +25,12 @@ from .volume import Volume, check_volume
 
 @dataclass
 class Result:
-    """A run's answer: ``labelmap`` lies on the input's grid; ``labels`` maps values to names."""
+    """A run's answer: ``labelmap`` lies on the input's grid; ``labels`` maps values to names.
+
+    ``labelmap.array`` is [i, j, k] with one label value per voxel, or, when the model's segments
+    may overlap (``overlapping``, e.g. brats' tumor core, whole tumor and enhancing tumor),
+    [i, j, k, C] with one 0/1 mask per label: channel c holds label value c + 1.
+    """
 
     labelmap: Volume
     labels: dict
@@ -33,6 +38,11 @@ class Result:
     timings: dict = field(default_factory=dict)
     warm: dict = field(default_factory=dict)
     package: PackageInfo | None = None
+
+    @property
+    def overlapping(self) -> bool:
+        """True when ``labelmap`` holds one mask per label (a voxel may be in several segments)."""
+        return self.labelmap.array.ndim == 4
 
 
 class Runner:
@@ -161,8 +171,8 @@ class Job:
     def _read_result(self, answer: dict) -> Result:
         started = time.perf_counter()
         labelmap = np.load(self._path("output.npy"), allow_pickle=False)
-        if labelmap.shape != self.volume.shape:
-            raise WorkerError(f"the result's shape {labelmap.shape} differs from the input's {self.volume.shape}")
+        labels = {int(value): name for value, name in answer["labels"].items()}
+        _check_result_shape(labelmap, self.volume, labels)
         timings = {"write_input": self._write_seconds}
         if self._started_worker and self._call.client.startup_seconds is not None:
             timings["start_worker"] = self._call.client.startup_seconds
@@ -171,7 +181,7 @@ class Job:
         timings["total"] = time.perf_counter() - self._started
         return Result(
             labelmap=Volume(labelmap, self.volume.ijk_to_ras.copy()),
-            labels={int(value): name for value, name in answer["labels"].items()},
+            labels=labels,
             colors={int(value): tuple(color) for value, color in answer["colors"].items()},
             timings=timings,
             warm={"worker": not self._started_worker, "imports": "import" not in timings,
@@ -181,3 +191,13 @@ class Job:
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _check_result_shape(labelmap: np.ndarray, volume: Volume, labels: dict) -> None:
+    """A labelmap on the input's grid (whatever its input channels), or one mask per label on it."""
+    grid = volume.shape[:3]
+    if labelmap.ndim not in (3, 4) or labelmap.shape[:3] != grid:
+        raise WorkerError(f"the result's shape {labelmap.shape} does not fit the input's grid {grid}")
+    if labelmap.ndim == 4 and sorted(labels) != list(range(1, labelmap.shape[3] + 1)):
+        raise WorkerError(f"the result has {labelmap.shape[3]} overlapping masks but labels {sorted(labels)}; "
+                          "mask c must be label c + 1")

@@ -25,9 +25,17 @@ from .volume import Volume
 
 
 def installed_packages() -> dict:
-    """Every installed distribution's version by normalised name, read without importing anything."""
-    return {normalise_name(dist.metadata["Name"]): dist.version
-            for dist in importlib.metadata.distributions() if dist.metadata["Name"]}
+    """Every installed distribution's version by normalised name, read without importing anything.
+
+    When a name is installed twice (a venv over another environment's site-packages), the one
+    earlier on ``sys.path`` wins, as it does for ``import``.
+    """
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(normalise_name(name), dist.version)
+    return found
 
 
 class Worker:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PackageError
+from ..errors import InputError, PackageError
 
 
 @dataclass
@@ -32,6 +32,19 @@ def create_backend(mode: str):
 
         return BundleBackend()
     raise PackageError(f"{mode} mode is not available in this version of MonaiDeployer yet")
+
+
+def input_channels(volume) -> int:
+    """Channels of a volume: the fourth axis of [i, j, k, C], else one."""
+    return volume.array.shape[3] if volume.array.ndim == 4 else 1
+
+
+def check_input_channels(who: str, expected: int | None, names: list, volume) -> None:
+    """Refuse, naming the channels the model wants, an input with another number of channels."""
+    given = input_channels(volume)
+    if expected is not None and expected != given:
+        listed = f" ({', '.join(names)})" if names else ""
+        raise InputError(f"{who} takes {expected} input channels{listed}; the input has {given}")
 
 
 def resolve_device(requested: str):

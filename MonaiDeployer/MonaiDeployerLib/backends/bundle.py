@@ -16,9 +16,16 @@ from collections import OrderedDict
 import numpy as np
 
 from ..bundles import unpacked_root
-from ..errors import InputError, PackageError
+from ..errors import PackageError
 from ..trust import home_folder
-from . import Segmented, argmax_over_channels, one_line_cause, resolve_device, sliding_window_count
+from . import (
+    Segmented,
+    argmax_over_channels,
+    check_input_channels,
+    one_line_cause,
+    resolve_device,
+    sliding_window_count,
+)
 from .bundle_config import LoadedImaged, in_memory_transforms, instantiate, parse_inference_config
 
 PIPELINES_KEPT = 2
@@ -32,7 +39,8 @@ class BundleBackend:
 
     def run(self, package, volume, device: str, report) -> Segmented:
         device = resolve_device(device)
-        _check_input_channels(package.settings, volume)
+        settings = package.settings
+        check_input_channels("the bundle", settings.get("channels", 1), settings.get("channel_names"), volume)
         report("load_model", None)
         started = time.perf_counter()
         pipeline, cached = self._pipeline(package, device)
@@ -52,15 +60,6 @@ class BundleBackend:
         while len(self._pipelines) > PIPELINES_KEPT:
             self._pipelines.popitem(last=False)
         return pipeline, False
-
-
-def _check_input_channels(settings: dict, volume) -> None:
-    expected = settings.get("channels", 1)
-    given = volume.array.shape[3] if volume.array.ndim == 4 else 1
-    if expected != given:
-        names = settings.get("channel_names") or []
-        listed = f" ({', '.join(names)})" if names else ""
-        raise InputError(f"the bundle takes {expected} input channels{listed}; the input has {given}")
 
 
 class BundlePipeline:

@@ -1,10 +1,11 @@
 """A bundle's inference config made runnable on one volume in memory, on the user's device.
 
 The config is parsed by MONAI's own ``ConfigParser`` and its ``preprocessing``, ``inferer`` and
-``postprocessing`` are instantiated as the author wrote them, with three changes:
+``postprocessing`` are instantiated as the author wrote them, with these changes:
 
 - ``LoadImaged`` becomes a transform that takes the volume already in memory (same keys, same
-  metadata), and ``SaveImaged`` is left out: nothing is read or written on disk;
+  metadata; its ``reader`` is never needed), and ``SaveImaged`` is left out: nothing is read or
+  written on disk;
 - every CUDA device the config names becomes the user's device: ``device`` itself, plain
   ``"cuda"`` strings under ``device``/``map_location`` keys, and ``torch.device(...)`` inside ``$``
   expressions (which see a ``torch`` whose ``device`` and ``load`` know the user's choice);
@@ -21,6 +22,7 @@ from ..errors import PackageError
 from . import one_line_cause
 
 DEVICE_KEYS = ("device", "map_location")
+LOADER_NAMES = ("LoadImaged", "LoadImageD", "LoadImageDict")
 
 
 def parse_inference_config(root: str, config_name: str, device):
@@ -37,6 +39,7 @@ def parse_inference_config(root: str, config_name: str, device):
     if not isinstance(parser.config, dict):
         raise PackageError(f"configs/{config_name} must hold a mapping of config ids")
     _send_cuda_strings_to(parser.config, str(device))
+    _drop_loader_readers(parser.config)
     parser["bundle_root"] = root
     parser["device"] = device
     parser.globals = DeviceGlobals(parser.globals, device)
@@ -115,6 +118,15 @@ def _send_cuda_strings_to(config, device: str) -> None:
             config[key] = device
         else:
             _send_cuda_strings_to(value, device)
+
+
+def _drop_loader_readers(config) -> None:
+    """A ``LoadImaged`` here never reads a file, so it needs no reader (``ITKReader`` would need itk installed)."""
+    items = config.values() if isinstance(config, dict) else config if isinstance(config, list) else ()
+    if isinstance(config, dict) and str(config.get("_target_", "")).split(".")[-1] in LOADER_NAMES:
+        config.pop("reader", None)
+    for value in items:
+        _drop_loader_readers(value)
 
 
 def use_scripts_of(root: str) -> None:

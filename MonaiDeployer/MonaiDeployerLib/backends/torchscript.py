@@ -16,7 +16,14 @@ from collections import OrderedDict
 import numpy as np
 
 from ..errors import PackageError
-from . import Segmented, argmax_over_channels, one_line_cause, resolve_device, sliding_window_count
+from . import (
+    Segmented,
+    argmax_over_channels,
+    check_input_channels,
+    one_line_cause,
+    resolve_device,
+    sliding_window_count,
+)
 
 MODELS_KEPT = 3
 RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -32,9 +39,7 @@ class TorchScriptBackend:
         settings = package.settings
         timings = {}
         device = resolve_device(device)
-        expected_channels = settings["input"]["channels"]
-        if expected_channels not in (None, 1):
-            raise PackageError(f"the model takes {expected_channels} input channels; the volume has 1")
+        check_input_channels("the model", settings["input"]["channels"], [], volume)
 
         report("load_model", None)
         started = time.perf_counter()
@@ -88,7 +93,9 @@ def _preprocess(volume, settings: dict):
     from monai.data import MetaTensor
     from monai.transforms import Orientation, ScaleIntensityRange, Spacing
 
-    array = torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None]
+    array = np.asarray(volume.array, dtype=np.float32)
+    array = np.moveaxis(array, -1, 0) if array.ndim == 4 else array[None]  # channel first
+    array = torch.from_numpy(np.ascontiguousarray(array))
     image = MetaTensor(array, affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
     if settings["orientation"]:
         image = Orientation(axcodes=settings["orientation"].upper(), labels=RAS_AXIS_LABELS)(image)
@@ -136,7 +143,7 @@ def _explain_forward_failure(error: RuntimeError) -> str:
     message = str(error)
     channels = re.search(r"to have (\d+) channels, but got (\d+) channels", message)
     if channels:
-        return f"the model takes {channels.group(1)} input channels; the volume has {channels.group(2)}"
+        return f"the model takes {channels.group(1)} input channels; the input has {channels.group(2)}"
     return f"the model failed on this input: {one_line_cause(error)}"
 
 
