@@ -85,6 +85,20 @@ def test_cli_runs_a_trusted_bundle_to_named_segments(tmp_path, bundle_forms, hel
     assert "Segment0_Name:=organ" in output.read_bytes()[:4096].decode("latin-1")
 
 
+def test_cli_inspect_tells_what_a_bundle_is_and_that_it_runs_code(bundle_forms):
+    finished = _cli("inspect", str(bundle_forms["torchscript"]))
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert "  form:         TorchScript file with the bundle's configs embedded (ckpt_export)" in lines
+    assert "  config:       configs/inference.json" in lines
+    assert "  made with:    monai 1.3.0, torch 2.0.0, numpy 1.24.0" in lines
+    assert "  runs code:    yes: its configs or code are Python; not trusted yet (you are asked, or pass --trust)" \
+        in lines
+    assert "  labels:       1=organ, 2=lesion" in lines
+    document = json.loads(_cli("inspect", str(bundle_forms["torchscript"]), "--json").stdout)
+    assert document["trusted"] is False and document["settings"]["form"] == "torchscript"
+
+
 def test_cli_refuses_an_untrusted_bundle_and_writes_nothing(tmp_path, held_out):
     source, output = tmp_path / "case.nii.gz", tmp_path / "seg.nii.gz"
     write_volume(source, held_out[0][1])

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
-from .packages import normalise_name
+from .packages import normalise_name, package_facts
 from .trust import TrustList
 from .volume import check_output, stack_channels
 
@@ -72,11 +72,9 @@ def _inspect(arguments) -> int:
     print(f"  path:         {package.path}")
     if package.description:
         print(f"  description:  {package.description}")
-    if package.mode == "torchscript":
-        print(f"  sidecar:      {package.sidecar or 'none (defaults: whole volume, no resampling, argmax)'}")
-    if package.content_hash:
-        trusted = TrustList().is_trusted(package)
-        print(f"  runs code:    yes; {'trusted' if trusted else 'not trusted yet (run it with --trust)'}")
+    trusted = TrustList().is_trusted(package)
+    for heading, text in package_facts(package, trusted):
+        print(f"  {heading + ':':14s}{text}")
     labels = ", ".join(f"{value}={name}" for value, name in sorted(package.labels.items()))
     print(f"  labels:       {labels or 'not declared'}")
     for name, specifier in package.requirements.items():
