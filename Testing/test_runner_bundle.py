@@ -48,6 +48,22 @@ def test_the_phantom_bundle_segments_held_out_volumes_in_each_form(runner, bundl
         assert min(scores.values()) >= MINIMUM_DICE, (case["name"], form, scores)
 
 
+@pytest.mark.parametrize("form", ["folder", "zip", "torchscript"])
+def test_the_mrml_logic_puts_bundle_labelmaps_on_each_held_out_grid(scene, runner, bundle_forms, form):
+    from MonaiDeployerLib import mrml, sampledata
+    from MonaiDeployerLib.noderun import NodeSegmentation
+    from MonaiDeployerLib.selftest import held_out_node, node_array
+
+    package = open_package(bundle_forms[form])
+    for case in sampledata.held_out_cases():
+        node, truth = held_out_node(scene, case)
+        output = NodeSegmentation(runner, package, node, trust=True).wait()
+        assert np.allclose(mrml.ijk_to_ras(output), mrml.ijk_to_ras(node), atol=1e-9)
+        assert [output.GetDisplayNode().GetColorNode().GetColorName(value) for value in LABELS] == ["organ", "lesion"]
+        scores = dice_per_label(node_array(output), truth, LABELS)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], form, scores)
+
+
 def test_a_second_bundle_run_reuses_the_built_pipeline(bundle_forms, held_out):
     _, volume, _ = held_out[1]
     with Runner(device="cpu") as fresh:
@@ -73,11 +89,12 @@ def test_monai_bundle_run_on_a_file_gives_the_same_labels_as_the_in_memory_run(r
     assert agreement > 0.999, (case["name"], agreement)
 
 
-def test_cli_runs_a_trusted_bundle_to_named_segments(tmp_path, bundle_forms, held_out):
-    case, volume, truth = held_out[2]
+@pytest.mark.parametrize(("form", "case_index"), [("folder", 0), ("zip", 1), ("torchscript", 2)])
+def test_cli_runs_a_trusted_bundle_to_named_segments(tmp_path, bundle_forms, held_out, form, case_index):
+    case, volume, truth = held_out[case_index]
     source, output = tmp_path / "case.nii.gz", tmp_path / "seg.seg.nrrd"
     write_volume(source, volume)
-    finished = _cli("run", str(bundle_forms["torchscript"]), str(source), str(output), "--trust", "--device", "cpu")
+    finished = _cli("run", str(bundle_forms[form]), str(source), str(output), "--trust", "--device", "cpu")
     assert finished.returncode == 0, finished.stderr
     written = read_volume(output)
     scores = dice_per_label(written.array, truth, LABELS)
