@@ -209,12 +209,18 @@ def segment_names(node) -> list:
     return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
 
 
-def test_overlapping_result_becomes_one_segment_per_channel(scene):
-    reference, image = reference_node(scene)
+def under_a_translation(scene, node):
+    """Put ``node`` under a parent transform that moves it, as a registered image is."""
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     transform.SetMatrixTransformToParent(mrml.array_to_matrix(np.array(
         [[1, 0, 0, 7.5], [0, 1, 0, -3.0], [0, 0, 1, 2.0], [0, 0, 0, 1]], dtype=float)))
-    reference.SetAndObserveTransformNodeID(transform.GetID())
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    return transform
+
+
+def test_overlapping_result_becomes_one_segment_per_channel(scene):
+    reference, image = reference_node(scene)
+    transform = under_a_translation(scene, reference)
     masks = overlapping_masks()
     result = overlapping_result()
     assert result.overlapping
@@ -251,10 +257,7 @@ def test_rerun_replaces_same_named_segments_keeps_others_and_makes_empty_ones(sc
 def test_labelmaps_under_a_parent_transform_land_on_the_input_too(scene):
     """Exclusive labels into a segmentation under the input's transform: no voxel is moved by the import."""
     reference, _ = reference_node(scene)
-    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    transform.SetMatrixTransformToParent(mrml.array_to_matrix(np.array(
-        [[1, 0, 0, 7.5], [0, 1, 0, -3.0], [0, 0, 1, 2.0], [0, 0, 0, 1]], dtype=float)))
-    reference.SetAndObserveTransformNodeID(transform.GetID())
+    under_a_translation(scene, reference)
     labelmap = overlapping_masks()[..., 1] + overlapping_masks()[..., 0]
     node = mrml.result_to_segmentation_node(Result(Volume(labelmap, oblique_matrix()), {1: "rim", 2: "centre"}),
                                             reference)
