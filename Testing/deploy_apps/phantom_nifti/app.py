@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-
 from monai.deploy.conditions import CountCondition
 from monai.deploy.core import AppContext, Application, Fragment, Operator, OperatorSpec
 
