@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                           "in the order given (a 4D file's channels work too)")
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    run.add_argument("--cold", action="store_true",
+                     help="MONAI Deploy app: python app.py -i -o -m in a new process (default: warm, in the worker)")
     run.add_argument("--trust", action="store_true",
                      help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
                           "that runs with your permissions, so use this only for packages from a source you trust")
@@ -54,11 +56,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="auto", choices=("auto", *MODES), help="deployment mode (default: detect)")
     parser.add_argument("--python", help="Python for the worker process (default: this one)")
+    parser.add_argument("--model", help="MONAI Deploy app: the model it gets with -m (default: the one in the package)")
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
 
 
 def _inspect(arguments) -> int:
-    package = open_package(arguments.package, arguments.mode)
+    package = open_package(arguments.package, arguments.mode, model=arguments.model)
     with Runner(python=arguments.python) as runner:
         environment = runner.environment()
         problems = runner.check_requirements(package)
@@ -86,7 +89,8 @@ def _inspect(arguments) -> int:
 
 
 def _run(arguments) -> int:
-    package = open_package(arguments.package, arguments.mode)
+    package = open_package(arguments.package, arguments.mode, model=arguments.model,
+                           launch="cold" if arguments.cold else "warm")
     overlapping = package.settings.get("outputs_overlap")
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)

@@ -11,10 +11,12 @@ import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 
-from . import bundles, sidecar, trust
+from . import bundles, deployapps, sidecar, trust
 from .errors import PackageError
 
 MODES = ("torchscript", "bundle", "deploy", "map")
+LAUNCHES = ("warm", "cold")
+DEPLOY_SDK_REQUIREMENT = {"monai-deploy-app-sdk": ">=0.6"}  # Holoscan-based releases
 TORCHSCRIPT_SUFFIXES = (".zip", ".ts", ".pt", ".pth")
 IMAGE_REFERENCE = re.compile(
     r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
@@ -49,8 +51,16 @@ class PackageInfo:
         return cls(**document)
 
 
-def open_package(path_or_reference, mode: str | None = None) -> PackageInfo:
-    """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map")."""
+def open_package(path_or_reference, mode: str | None = None, model: str | None = None,
+                 launch: str = "warm") -> PackageInfo:
+    """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
+
+    For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
+    (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
+    (``python app.py -i -o -m`` in a new process each run, for apps that do not survive re-runs).
+    """
+    if launch not in LAUNCHES:
+        raise PackageError(f"unknown launch {launch!r} (use {' or '.join(LAUNCHES)})")
     if mode not in (None, "auto", *MODES):
         raise PackageError(f"unknown mode {mode!r} (use auto, {', '.join(MODES)})")
     location = os.fspath(path_or_reference)
@@ -58,8 +68,9 @@ def open_package(path_or_reference, mode: str | None = None) -> PackageInfo:
     mode = detected if mode in (None, "auto") else mode
     if mode != detected and "map" in (mode, detected):
         raise PackageError(f"{location} is a {detected} package, it cannot run in {mode} mode")
-    describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle, "deploy": _describe_deploy,
-                "map": _describe_map}[mode]
+    if mode == "deploy":
+        return _describe_deploy(location, model, launch)
+    describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle, "map": _describe_map}[mode]
     return describe(location)
 
 
@@ -148,9 +159,23 @@ def _describe_bundle(path: str) -> PackageInfo:
     )
 
 
-def _describe_deploy(path: str) -> PackageInfo:
-    name = os.path.basename(os.path.normpath(path))
-    return PackageInfo(path=os.path.abspath(path), mode="deploy", name=os.path.splitext(name)[0])
+def _describe_deploy(path: str, model: str | None, launch: str) -> PackageInfo:
+    app = deployapps.app_file(path)
+    app_yaml = deployapps.read_app_yaml(path)
+    application = app_yaml.get("application") if isinstance(app_yaml.get("application"), dict) else {}
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return PackageInfo(
+        path=os.path.abspath(path),
+        mode="deploy",
+        name=str(application.get("title") or stem),
+        version=str(application.get("version", "")),
+        description=str(application.get("description", "")),
+        labels=deployapps.declared_labels(app_yaml),
+        requirements={**DEPLOY_SDK_REQUIREMENT, **deployapps.read_requirements(path)},
+        settings={"app": os.path.abspath(app), "model": deployapps.find_model(path, model),
+                  "input_format": deployapps.input_format(app, app_yaml), "launch": launch},
+        content_hash=trust.content_hash(path),
+    )
 
 
 def package_facts(package: PackageInfo, trusted: bool) -> list:
@@ -171,6 +196,12 @@ def package_facts(package: PackageInfo, trusted: bool) -> list:
         made_with = settings.get("made_with") or {}
         if made_with:
             facts.append(("made with", ", ".join(f"{name} {version}" for name, version in made_with.items())))
+    if package.mode == "deploy":
+        facts.append(("app", settings["app"]))
+        facts.append(("model", settings["model"]))
+        facts.append(("input", f"{settings['input_format']} files in a folder (-i)"))
+        facts.append(("launch", "warm: the worker imports the app once and re-runs it" if settings["launch"] == "warm"
+                      else "cold: python app.py -i -o -m in a new process each run"))
     if settings.get("channels", 1) > 1:
         names = settings.get("channel_names") or []
         facts.append(("input", f"{settings['channels']} channels ({', '.join(names) or 'unnamed'}), in this order: "

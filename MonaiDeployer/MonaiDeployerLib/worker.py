@@ -105,7 +105,8 @@ class Worker:
         backend = self._backends.get(package.mode)
         if backend is None:
             backend = self._backends[package.mode] = create_backend(package.mode)
-        segmented = backend.run(package, volume, request.get("device", "auto"), report)
+        segmented = backend.run(package, volume, request.get("device", "auto"), report,
+                                work_folder=os.path.dirname(request["input"]))
         started = time.perf_counter()
         np.save(request["output"], segmented.labelmap, allow_pickle=False)
         timings.update(segmented.timings)

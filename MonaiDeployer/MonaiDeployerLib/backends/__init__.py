@@ -1,4 +1,8 @@
-"""One backend per deployment mode, each behind ``run(package, volume, device, report) -> Segmented``."""
+"""One backend per deployment mode, each behind ``run(package, volume, device, report, work_folder) -> Segmented``.
+
+``work_folder`` is the run's private folder, removed however the run ends: a backend that hands
+files to a model (a Deploy app) writes them there.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,10 @@ def create_backend(mode: str):
         from .bundle import BundleBackend
 
         return BundleBackend()
+    if mode == "deploy":
+        from .deploy import DeployBackend
+
+        return DeployBackend()
     raise PackageError(f"{mode} mode is not available in this version of MonaiDeployer yet")
 
 
@@ -82,6 +90,33 @@ def sliding_window_count(shape, roi_size, overlap: float) -> int:
         interval = max(1, int(roi * (1 - overlap)))
         count *= 1 if size <= roi else math.ceil((size - roi) / interval) + 1
     return count
+
+
+def resample_nearest(output, volume):
+    """A channel-first ``MetaTensor`` of labels or masks, resampled (nearest) onto the input's grid by affine."""
+    import torch
+    from monai.transforms import SpatialResample
+
+    affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
+    resample = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float32)
+    return resample(output, dst_affine=affine, spatial_size=volume.shape[:3]).as_tensor()
+
+
+def on_input_grid(output, volume) -> np.ndarray:
+    """A labelmap ``Volume`` an app wrote, on the input's grid: as it is when the grids match, else resampled."""
+    import torch
+    from monai.data import MetaTensor
+
+    if output.array.ndim != 3:
+        raise PackageError(f"the output has shape {output.shape}; a 3D labelmap was expected")
+    if output.same_grid(volume):
+        array = output.array
+    else:
+        labels = torch.from_numpy(output.array.astype(np.float32))[None]
+        array = resample_nearest(MetaTensor(labels, affine=torch.as_tensor(output.ijk_to_ras)), volume)[0].numpy()
+    if np.any(array < 0) or np.any(array != np.round(array)):
+        raise PackageError("the output holds values that are not label values (negative or fractional)")
+    return array.astype(np.uint8 if array.max(initial=0) < 256 else np.int16)
 
 
 def argmax_over_channels(scores):

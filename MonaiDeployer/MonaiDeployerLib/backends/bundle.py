@@ -23,6 +23,7 @@ from . import (
     argmax_over_channels,
     check_input_channels,
     one_line_cause,
+    resample_nearest,
     resolve_device,
     sliding_window_count,
 )
@@ -37,7 +38,7 @@ class BundleBackend:
     def __init__(self):
         self._pipelines = OrderedDict()
 
-    def run(self, package, volume, device: str, report) -> Segmented:
+    def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         device = resolve_device(device)
         settings = package.settings
         check_input_channels("the bundle", settings.get("channels", 1), settings.get("channel_names"), volume)
@@ -252,7 +253,6 @@ def _on_input_grid(output, volume):
     """The output (channel first) on the input's grid: as it is when the bundle inverted its resampling."""
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import SpatialResample
 
     affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
     output_affine = output.affine if isinstance(output, MetaTensor) else affine
@@ -261,8 +261,7 @@ def _on_input_grid(output, volume):
     if not isinstance(output, MetaTensor):
         raise PackageError(f"the bundle's output has shape {tuple(output.shape[1:])} and no geometry; "
                            f"the input has {volume.shape[:3]}")
-    resample = SpatialResample(mode="nearest", padding_mode="zeros", dtype=torch.float32)
-    return resample(output.float().cpu(), dst_affine=affine, spatial_size=volume.shape[:3]).as_tensor()
+    return resample_nearest(output.float().cpu(), volume)
 
 
 def _to_labelmap(output) -> np.ndarray:

@@ -33,7 +33,7 @@ class TorchScriptBackend:
     def __init__(self):
         self._models = OrderedDict()
 
-    def run(self, package, volume, device: str, report) -> Segmented:
+    def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         import torch
 
         settings = package.settings

@@ -1,0 +1,149 @@
+"""Deploy mode: a MONAI Deploy App SDK application, run as its author wrote it, on files in a private folder.
+
+The volume is written where the app reads (``-i``), the app writes where it likes under ``-o``,
+and its output is read back onto the input grid. Cold, the worker runs
+``python app.py -i IN -o OUT -m MODEL`` in a new process, as the SDK documents. Warm (the default),
+the worker imports the app once and builds and runs its ``Application`` again for each request,
+so a prediction pays neither Python, torch, MONAI nor Holoscan start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import traceback
+
+from ..errors import PackageError
+from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
+from . import Segmented, on_input_grid
+
+APP_LOG = "app.log"
+TRACEBACK_LINES = 6
+
+
+class DeployBackend:
+    def __init__(self):
+        self._applications = {}
+
+    def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
+        settings = package.settings
+        if settings["input_format"] != "nifti":
+            raise PackageError(f"{package.name} reads {settings['input_format']}; this version hands apps NIfTI only")
+        timings = {}
+        input_folder, output_folder = os.path.join(work_folder, "app-input"), os.path.join(work_folder, "app-output")
+        os.makedirs(input_folder)
+        os.makedirs(output_folder)
+        started = time.perf_counter()
+        write_volume(os.path.join(input_folder, "input.nii.gz"), volume)
+        timings["write_app_input"] = time.perf_counter() - started
+
+        argv = [sys.executable, settings["app"], "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
+        report("inference", None)
+        started = time.perf_counter()
+        if settings["launch"] == "cold":
+            _run_cold(argv, device, os.path.join(work_folder, APP_LOG))
+            timings["app_cold"] = time.perf_counter() - started
+        else:
+            application, imported = self._application(package)
+            if not imported:
+                timings["import_app"] = time.perf_counter() - started
+                started = time.perf_counter()
+            _run_warm(application, argv)
+            timings["app"] = time.perf_counter() - started
+
+        report("postprocess", None)
+        started = time.perf_counter()
+        labelmap = _read_output(output_folder, volume)
+        timings["read_app_output"] = time.perf_counter() - started
+        labels = package.labels or {int(value): f"label_{int(value)}" for value in _label_values(labelmap)}
+        return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm")
+
+    def _application(self, package):
+        """The app's ``Application`` class, imported once per app content; (class, already imported)."""
+        key = (package.settings["app"], package.content_hash)
+        if key in self._applications:
+            return self._applications[key], True
+        app_path = package.settings["app"]
+        folder = os.path.dirname(app_path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = f"monaideployer_app_{package.content_hash[:12]}"
+        spec = importlib.util.spec_from_file_location(name, app_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[name]
+            raise PackageError(f"the app cannot be imported: {_last_lines(error)}") from error
+        from monai.deploy.core import Application
+
+        classes = [value for value in vars(module).values()
+                   if isinstance(value, type) and issubclass(value, Application) and value.__module__ == name]
+        if len(classes) != 1:
+            raise PackageError(f"{app_path} defines {len(classes)} Application classes; a Deploy app defines one "
+                               "(or run it cold)")
+        self._applications[key] = classes[0]
+        return classes[0], False
+
+
+def _run_cold(argv: list, device: str, log_path: str) -> None:
+    """``python app.py -i -o -m`` in the worker's Python; its output goes to a log whose end explains a failure.
+
+    The app is in the worker's process group: cancelling the run stops it too.
+    """
+    environment = dict(os.environ)
+    if device == "cpu":
+        environment["CUDA_VISIBLE_DEVICES"] = ""
+    with open(log_path, "w", encoding="utf-8") as log:
+        finished = subprocess.run(argv, cwd=os.path.dirname(argv[1]), stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, env=environment, check=False)
+    if finished.returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            lines = [line.rstrip() for line in log if line.strip()]
+        raise PackageError(f"the app exited with status {finished.returncode}: "
+                           + " | ".join(_traceback_tail(lines)))
+
+
+def _run_warm(application, argv: list) -> None:
+    try:
+        application(argv).run()
+    except Exception as error:  # an app can raise anything; its own last lines say what
+        raise PackageError(f"the app failed: {_last_lines(error)}") from error
+
+
+def _last_lines(error: BaseException) -> str:
+    lines = traceback.format_exception(error)
+    return " | ".join(_traceback_tail([line.rstrip() for text in lines for line in text.splitlines()]))
+
+
+def _traceback_tail(lines: list) -> list:
+    """The last lines of an app's output that tell where it failed: its traceback's end, else its last words."""
+    starts = [index for index, line in enumerate(lines) if line.startswith("Traceback")]
+    tail = lines[starts[-1]:] if starts else lines
+    return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]
+
+
+def _read_output(folder: str, volume):
+    """The app's output volume (NIfTI or NRRD, anywhere under ``-o``) on the input grid."""
+    found = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder) for name in names
+                   if volume_suffix(name) in SUFFIXES)
+    if not found:
+        written = sorted(os.path.relpath(os.path.join(parent, name), folder)
+                         for parent, _, names in os.walk(folder) for name in names)
+        what = f"only {', '.join(written)}" if written else "nothing"
+        raise PackageError(f"the app wrote no NIfTI or NRRD output (it wrote {what})")
+    try:
+        output = read_volume(found[0])
+    except Exception as error:
+        raise PackageError(f"the app's output {os.path.relpath(found[0], folder)} cannot be read: {error}") from error
+    return on_input_grid(output, volume)
+
+
+def _label_values(labelmap):
+    import numpy as np
+
+    return [value for value in np.unique(labelmap) if value > 0]
