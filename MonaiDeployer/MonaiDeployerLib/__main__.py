@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     run.add_argument("--cold", action="store_true",
                      help="MONAI Deploy app: python app.py -i -o -m in a new process (default: warm, in the worker)")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="stop a run that has not finished after this long (its processes too)")
     run.add_argument("--trust", action="store_true",
                      help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
                           "that runs with your permissions, so use this only for packages from a source you trust")
@@ -95,7 +97,7 @@ def _run(arguments) -> int:
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
     with Runner(python=arguments.python, device=arguments.device) as runner:
-        result = runner.run(package, volume, trust=arguments.trust)
+        result = runner.run(package, volume, timeout=arguments.timeout, trust=arguments.trust)
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)
     counts = _voxel_counts(result)
     if arguments.json:

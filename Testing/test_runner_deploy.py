@@ -1,0 +1,162 @@
+"""Deploy mode end to end: the sample NIfTI app cold and warm through API, CLI and MRML; failing apps.
+
+Every app here is a real MONAI Deploy App SDK application run on Holoscan's CPU executor.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from MonaiDeployerLib import PackageError, Runner, Volume, WorkerError, open_package, read_volume, write_volume
+from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
+
+NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
+LABELS = {1: "organ", 2: "lesion"}
+
+
+@pytest.fixture(scope="module")
+def deploy_runner():
+    """A worker of its own: an app that hangs or is cancelled must not disturb the shared one."""
+    with Runner(device="cpu") as runner:
+        yield runner
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_the_sample_app_segments_held_out_volumes(deploy_runner, held_out, launch):
+    package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
+    assert (package.mode, package.labels, package.settings["input_format"]) == ("deploy", LABELS, "nifti")
+    for case, volume, truth in held_out:
+        result = deploy_runner.run(package, volume, trust=True)
+        assert result.labelmap.same_grid(volume, tolerance=1e-9)
+        assert result.labels == LABELS
+        scores = dice_per_label(result.labelmap.array, truth, LABELS)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], launch, scores)
+
+
+def test_a_warm_app_is_imported_once_and_built_again_for_each_run(held_out):
+    package = open_package(NIFTI_APP, model=SAMPLE_MODEL)
+    _, volume, _ = held_out[1]
+    with Runner(device="cpu") as fresh:
+        first = fresh.run(package, volume, trust=True)
+        second = fresh.run(package, volume, trust=True)
+    assert "import_app" in first.timings and "import_app" not in second.timings
+    assert "app_cold" not in second.timings and second.warm["imports"]
+    assert np.array_equal(first.labelmap.array, second.labelmap.array)
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_cli_runs_the_app_into_named_segments(tmp_path, held_out, launch):
+    case, volume, truth = held_out[2]
+    source, output = tmp_path / "case.nii.gz", tmp_path / "seg.seg.nrrd"
+    write_volume(source, volume)
+    extra = ["--cold"] if launch == "cold" else []
+    finished = _cli("run", str(NIFTI_APP), str(source), str(output), "--model", SAMPLE_MODEL, "--trust",
+                    "--device", "cpu", *extra)
+    assert finished.returncode == 0, finished.stderr
+    scores = dice_per_label(read_volume(output).array, truth, LABELS)
+    assert min(scores.values()) >= MINIMUM_DICE, (case["name"], launch, scores)
+    assert "Segment1_Name:=lesion" in output.read_bytes()[:4096].decode("latin-1")
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch):
+    from MonaiDeployerLib import mrml, sampledata
+    from MonaiDeployerLib.noderun import NodeSegmentation
+    from MonaiDeployerLib.selftest import held_out_node, node_array
+
+    case = sampledata.held_out_cases()[0]
+    node, truth = held_out_node(scene, case)
+    package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
+    output = NodeSegmentation(deploy_runner, package, node, trust=True).wait()
+    assert np.allclose(mrml.ijk_to_ras(output), mrml.ijk_to_ras(node), atol=1e-9)
+    scores = dice_per_label(node_array(output), truth, LABELS)
+    assert min(scores.values()) >= MINIMUM_DICE, (launch, scores)
+
+
+def test_an_untrusted_app_is_refused(deploy_runner):
+    with pytest.raises(PackageError, match=r"is not trusted yet\. A deploy package runs code"):
+        deploy_runner.run(open_package(NIFTI_APP, model=SAMPLE_MODEL), Volume(np.zeros((8, 8, 8), np.float32)))
+
+
+def test_an_app_without_a_model_asks_for_one():
+    with pytest.raises(PackageError, match=r"no models/ folder and no model file; choose the model the app takes "
+                                           r"with -m \(--model"):
+        open_package(NIFTI_APP)
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_an_app_that_raises_shows_its_own_last_traceback_lines(deploy_runner, tmp_path, launch):
+    app = _write_app(tmp_path, 'raise ValueError("no lungs found in this phantom")')
+    with pytest.raises(PackageError, match=r"ValueError: no lungs found in this phantom") as failed:
+        deploy_runner.run(open_package(app, launch=launch), Volume(np.zeros((8, 8, 8), np.float32)), trust=True)
+    assert "\n" not in str(failed.value)
+    assert "Traceback" in str(failed.value) or "line" in str(failed.value)
+
+
+@pytest.mark.parametrize(("body", "cause"), [
+    ("pass", r"the app wrote no NIfTI or NRRD output \(it wrote nothing\)"),
+    ('(out / "notes.txt").write_text("done")', r"the app wrote no NIfTI or NRRD output \(it wrote only notes\.txt\)"),
+    ('(out / "seg.nii.gz").write_bytes(b"not a nifti")', r"the app's output seg\.nii\.gz cannot be read: "),
+])
+def test_an_app_without_a_usable_output_is_named(deploy_runner, tmp_path, body, cause):
+    app = _write_app(tmp_path, body)
+    with pytest.raises(PackageError, match=cause):
+        deploy_runner.run(open_package(app), Volume(np.zeros((8, 8, 8), np.float32)), trust=True)
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_an_app_that_never_finishes_is_stopped_at_the_time_out(deploy_runner, tmp_path, held_out, launch):
+    import psutil
+
+    app = _write_app(tmp_path, "import time\n        time.sleep(3600)")
+    with pytest.raises(WorkerError, match=r"no answer from the worker within 20 s while inference; run stopped"):
+        deploy_runner.run(open_package(app, launch=launch), Volume(np.zeros((8, 8, 8), np.float32)), trust=True,
+                          timeout=20)
+    assert not deploy_runner.client.alive
+    assert not [child for child in psutil.Process().children(recursive=True) if "app.py" in " ".join(child.cmdline())]
+    package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
+    assert deploy_runner.run(package, held_out[0][1], trust=True).labels == LABELS
+
+
+def _write_app(folder: Path, body: str) -> Path:
+    """A one-operator SDK app whose operator runs ``body`` with ``out`` the output folder; model: a dummy file."""
+    (folder / "model.ts").write_bytes(b"unused")
+    (folder / "app.py").write_text(textwrap.dedent('''\
+        from pathlib import Path
+
+        from monai.deploy.conditions import CountCondition
+        from monai.deploy.core import Application, Operator
+
+
+        class Step(Operator):
+            def __init__(self, fragment, *args, output_folder, **kwargs):
+                self.output_folder = Path(output_folder)
+                super().__init__(fragment, *args, **kwargs)
+
+            def compute(self, op_input, op_output, context):
+                out = self.output_folder
+                BODY
+
+
+        class TestApp(Application):
+            def compose(self):
+                context = Application.init_app_context(self.argv)
+                self.add_operator(Step(self, CountCondition(self, 1), output_folder=context.output_path, name="step"))
+
+
+        if __name__ == "__main__":
+            TestApp().run()
+        ''').replace("BODY", body))
+    return folder
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "MonaiDeployerLib", *arguments], capture_output=True, text=True,
+                          cwd=REPO_ROOT / "MonaiDeployer", timeout=600)
