@@ -9,7 +9,9 @@ sidecar that asks for the floor's intensity scaling and nothing else (the same o
 pass), and with the sample sidecar (sliding window, softmax, back onto the input grid),
 whose own floor is MONAI's sliding window called in-process. The bundle rows run the sample
 bundle (the same network and pipeline, written as a MONAI Bundle config) against the warm
-TorchScript run with the sample sidecar.
+TorchScript run with the sample sidecar, and so do the Deploy rows: the sample NIfTI app
+(Testing/deploy_apps/phantom_nifti, the same network and pipeline as SDK operators) warm in the
+worker, and cold, as ``python app.py -i -o -m`` per prediction (the blog's way).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from MonaiDeployerLib import Runner, Volume, open_package, sampledata, write_vol
 from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
 
 SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
+SAMPLE_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
 
 
 def median_seconds(action, repeats: int, warmups: int = 2) -> float:
@@ -106,6 +109,8 @@ def main() -> int:
         source = write_volume(folder / "input.nii.gz", volume)
 
         bundle = open_package(SAMPLE_BUNDLE)
+        warm_app = open_package(SAMPLE_APP, model=SAMPLE_MODEL)
+        cold_app = open_package(SAMPLE_APP, model=SAMPLE_MODEL, launch="cold")
 
         floor = raw_floor(SAMPLE_MODEL, volume, with_sidecar, arguments.repeats)
         cold = cold_cli(str(whole_model), source, folder / "out.nii.gz")
@@ -114,6 +119,8 @@ def main() -> int:
             warm, first_timings, warm_timings = warm_runner(runner, whole, volume, arguments.repeats)
             warm_sidecar, _, sidecar_timings = warm_runner(runner, with_sidecar, volume, arguments.repeats)
             warm_bundle, _, bundle_timings = warm_runner(runner, bundle, volume, arguments.repeats)
+            warm_deploy, _, deploy_timings = warm_runner(runner, warm_app, volume, arguments.repeats)
+            cold_deploy, _, cold_deploy_timings = warm_runner(runner, cold_app, volume, 1)
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -126,6 +133,8 @@ def main() -> int:
         ("warm runner, sample sidecar (baseline)", warm_sidecar, warm_sidecar),
         ("warm runner, sample bundle", warm_bundle, warm_sidecar),
         ("cold CLI run, sample bundle", cold_bundle, warm_sidecar),
+        ("warm Deploy app (in the worker)", warm_deploy, warm_sidecar),
+        ("cold Deploy app (python app.py)", cold_deploy, warm_sidecar),
     ]
     print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}")
@@ -135,11 +144,16 @@ def main() -> int:
     print("warm runner run:   " + _stages(warm_timings))
     print("warm sidecar run:  " + _stages(sidecar_timings))
     print("warm bundle run:   " + _stages(bundle_timings))
+    print("warm Deploy run:   " + _stages(deploy_timings))
+    print("cold Deploy run:   " + _stages(cold_deploy_timings))
     print(f"target: warm runner <= 1.1 x floor + 50 ms = {target:.3f} s; "
           f"measured {warm:.3f} s: {_verdict(warm, target)}")
     bundle_target = 1.2 * warm_sidecar
     print(f"target: warm bundle <= 1.2 x warm TorchScript (sidecar) = {bundle_target:.3f} s; "
           f"measured {warm_bundle:.3f} s: {_verdict(warm_bundle, bundle_target)}")
+    deploy_target = 1.2 * warm_sidecar + 0.100
+    print(f"target: warm Deploy app <= 1.2 x warm TorchScript (sidecar) + 100 ms = {deploy_target:.3f} s; "
+          f"measured {warm_deploy:.3f} s: {_verdict(warm_deploy, deploy_target)}")
     return 0
 
 

@@ -37,7 +37,7 @@ class DeployBackend:
         os.makedirs(input_folder)
         os.makedirs(output_folder)
         started = time.perf_counter()
-        write_volume(os.path.join(input_folder, "input.nii.gz"), volume)
+        write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
         timings["write_app_input"] = time.perf_counter() - started
 
         argv = [sys.executable, settings["app"], "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
