@@ -18,6 +18,7 @@ from MonaiDeployerLib import PackageError, Runner, Volume, WorkerError, open_pac
 from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
+DICOM_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_dicom"
 LABELS = {1: "organ", 2: "lesion"}
 
 
@@ -29,9 +30,10 @@ def deploy_runner():
 
 
 @pytest.mark.parametrize("launch", ["cold", "warm"])
-def test_the_sample_app_segments_held_out_volumes(deploy_runner, held_out, launch):
-    package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
-    assert (package.mode, package.labels, package.settings["input_format"]) == ("deploy", LABELS, "nifti")
+@pytest.mark.parametrize(("app", "input_format"), [(NIFTI_APP, "nifti"), (DICOM_APP, "dicom")], ids=["nifti", "dicom"])
+def test_the_sample_apps_segment_held_out_volumes(deploy_runner, held_out, launch, app, input_format):
+    package = open_package(app, model=SAMPLE_MODEL, launch=launch)
+    assert (package.mode, package.settings["input_format"]) == ("deploy", input_format)
     for case, volume, truth in held_out:
         result = deploy_runner.run(package, volume, trust=True)
         assert result.labelmap.same_grid(volume, tolerance=1e-9)
@@ -51,13 +53,14 @@ def test_a_warm_app_is_imported_once_and_built_again_for_each_run(held_out):
     assert np.array_equal(first.labelmap.array, second.labelmap.array)
 
 
-@pytest.mark.parametrize("launch", ["cold", "warm"])
-def test_cli_runs_the_app_into_named_segments(tmp_path, held_out, launch):
-    case, volume, truth = held_out[2]
+@pytest.mark.parametrize(("app", "launch", "case_index"), [(NIFTI_APP, "cold", 2), (NIFTI_APP, "warm", 1),
+                                                            (DICOM_APP, "cold", 0), (DICOM_APP, "warm", 2)])
+def test_cli_runs_the_app_into_named_segments(tmp_path, held_out, app, launch, case_index):
+    case, volume, truth = held_out[case_index]
     source, output = tmp_path / "case.nii.gz", tmp_path / "seg.seg.nrrd"
     write_volume(source, volume)
     extra = ["--cold"] if launch == "cold" else []
-    finished = _cli("run", str(NIFTI_APP), str(source), str(output), "--model", SAMPLE_MODEL, "--trust",
+    finished = _cli("run", str(app), str(source), str(output), "--model", SAMPLE_MODEL, "--trust",
                     "--device", "cpu", *extra)
     assert finished.returncode == 0, finished.stderr
     scores = dice_per_label(read_volume(output).array, truth, LABELS)
@@ -66,14 +69,15 @@ def test_cli_runs_the_app_into_named_segments(tmp_path, held_out, launch):
 
 
 @pytest.mark.parametrize("launch", ["cold", "warm"])
-def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch):
+@pytest.mark.parametrize("app", [NIFTI_APP, DICOM_APP], ids=["nifti", "dicom"])
+def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch, app):
     from MonaiDeployerLib import mrml, sampledata
     from MonaiDeployerLib.noderun import NodeSegmentation
     from MonaiDeployerLib.selftest import held_out_node, node_array
 
     case = sampledata.held_out_cases()[0]
     node, truth = held_out_node(scene, case)
-    package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
+    package = open_package(app, model=SAMPLE_MODEL, launch=launch)
     output = NodeSegmentation(deploy_runner, package, node, trust=True).wait()
     assert np.allclose(mrml.ijk_to_ras(output), mrml.ijk_to_ras(node), atol=1e-9)
     scores = dice_per_label(node_array(output), truth, LABELS)
@@ -101,8 +105,9 @@ def test_an_app_that_raises_shows_its_own_last_traceback_lines(deploy_runner, tm
 
 
 @pytest.mark.parametrize(("body", "cause"), [
-    ("pass", r"the app wrote no NIfTI or NRRD output \(it wrote nothing\)"),
-    ('(out / "notes.txt").write_text("done")', r"the app wrote no NIfTI or NRRD output \(it wrote only notes\.txt\)"),
+    ("pass", r"the app wrote no NIfTI, NRRD or DICOM SEG output \(it wrote nothing\)"),
+    ('(out / "notes.txt").write_text("done")',
+     r"the app wrote no NIfTI, NRRD or DICOM SEG output \(it wrote notes\.txt\)"),
     ('(out / "seg.nii.gz").write_bytes(b"not a nifti")', r"the app's output seg\.nii\.gz cannot be read: "),
 ])
 def test_an_app_without_a_usable_output_is_named(deploy_runner, tmp_path, body, cause):

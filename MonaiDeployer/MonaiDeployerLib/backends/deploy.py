@@ -1,7 +1,8 @@
 """Deploy mode: a MONAI Deploy App SDK application, run as its author wrote it, on files in a private folder.
 
-The volume is written where the app reads (``-i``), the app writes where it likes under ``-o``,
-and its output is read back onto the input grid. Cold, the worker runs
+The volume is written where the app reads (``-i``: NIfTI, or a DICOM series for apps that read
+DICOM), the app writes where it likes under ``-o`` (NIfTI, NRRD or DICOM SEG), and its output is
+read back onto the input grid. Cold, the worker runs
 ``python app.py -i IN -o OUT -m MODEL`` in a new process, as the SDK documents. Warm (the default),
 the worker imports the app once and builds and runs its ``Application`` again for each request,
 so a prediction pays neither Python, torch, MONAI nor Holoscan start-up.
@@ -16,6 +17,7 @@ import sys
 import time
 import traceback
 
+from ..dicom import is_dicom_seg, read_dicom_seg, write_dicom_series
 from ..errors import PackageError
 from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
 from . import Segmented, on_input_grid
@@ -30,14 +32,15 @@ class DeployBackend:
 
     def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         settings = package.settings
-        if settings["input_format"] != "nifti":
-            raise PackageError(f"{package.name} reads {settings['input_format']}; this version hands apps NIfTI only")
         timings = {}
         input_folder, output_folder = os.path.join(work_folder, "app-input"), os.path.join(work_folder, "app-output")
         os.makedirs(input_folder)
         os.makedirs(output_folder)
         started = time.perf_counter()
-        write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
+        if settings["input_format"] == "dicom":
+            write_dicom_series(volume, input_folder)
+        else:
+            write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
         timings["write_app_input"] = time.perf_counter() - started
 
         argv = [sys.executable, settings["app"], "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
@@ -56,9 +59,10 @@ class DeployBackend:
 
         report("postprocess", None)
         started = time.perf_counter()
-        labelmap = _read_output(output_folder, volume)
+        labelmap, output_labels = _read_output(output_folder, volume)
         timings["read_app_output"] = time.perf_counter() - started
-        labels = package.labels or {int(value): f"label_{int(value)}" for value in _label_values(labelmap)}
+        labels = output_labels or package.labels or {int(value): f"label_{int(value)}"
+                                                     for value in _label_values(labelmap)}
         return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm")
 
     def _application(self, package):
@@ -127,20 +131,25 @@ def _traceback_tail(lines: list) -> list:
     return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]
 
 
-def _read_output(folder: str, volume):
-    """The app's output volume (NIfTI or NRRD, anywhere under ``-o``) on the input grid."""
-    found = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder) for name in names
-                   if volume_suffix(name) in SUFFIXES)
-    if not found:
-        written = sorted(os.path.relpath(os.path.join(parent, name), folder)
-                         for parent, _, names in os.walk(folder) for name in names)
-        what = f"only {', '.join(written)}" if written else "nothing"
-        raise PackageError(f"the app wrote no NIfTI or NRRD output (it wrote {what})")
+def _read_output(folder: str, volume) -> tuple:
+    """The app's output (NIfTI, NRRD or DICOM SEG, anywhere under ``-o``) on the input grid, and its labels.
+
+    A DICOM SEG names its segments; a NIfTI or NRRD labelmap does not (its labels come from the package).
+    """
+    written = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder) for name in names)
+    volumes = [path for path in written if volume_suffix(path) in SUFFIXES]
+    segs = [path for path in written if not volumes and is_dicom_seg(path)]
+    if not volumes and not segs:
+        listed = ", ".join(os.path.relpath(path, folder) for path in written)
+        raise PackageError(f"the app wrote no NIfTI, NRRD or DICOM SEG output (it wrote {listed or 'nothing'})")
+    if segs:
+        output, labels = read_dicom_seg(segs[0])
+        return on_input_grid(output, volume), labels
     try:
-        output = read_volume(found[0])
+        output = read_volume(volumes[0])
     except Exception as error:
-        raise PackageError(f"the app's output {os.path.relpath(found[0], folder)} cannot be read: {error}") from error
-    return on_input_grid(output, volume)
+        raise PackageError(f"the app's output {os.path.relpath(volumes[0], folder)} cannot be read: {error}") from error
+    return on_input_grid(output, volume), {}
 
 
 def _label_values(labelmap):
