@@ -671,13 +671,28 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         from MonaiDeployerLib.noderun import NodeSegmentation
 
         return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
-                                output_kind=outputKind, trust=trust)
+                                output_kind=outputKind, trust=trust, dicom_files=self.dicomFilesOf(inputVolume))
 
     def process(self, inputVolume, packagePath, mode=None, outputNode=None, outputKind="labelmap", device="auto",
                 python=None, trust=False):
         """Run a package on a volume node and return the output node (blocks; raises MonaiDeployerError)."""
         package = self.openPackage(packagePath, mode)
         return self.start(inputVolume, package, outputNode, outputKind, device, python, trust).wait()
+
+    @staticmethod
+    def dicomFilesOf(volumeNode) -> list:
+        """The DICOM files a volume was loaded from (Slicer's DICOM database), or [] for any other volume.
+
+        A Deploy app that reads DICOM gets these originals rather than a series written from the voxels.
+        """
+        if isinstance(volumeNode, (list, tuple)):
+            return []
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        database = getattr(slicer, "dicomDatabase", None)
+        if not uids or database is None:
+            return []
+        files = [database.fileForInstance(uid) for uid in uids]
+        return files if all(files) else []
 
     @staticmethod
     def isTrusted(package) -> bool:

@@ -84,6 +84,25 @@ def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch, app):
     assert min(scores.values()) >= MINIMUM_DICE, (launch, scores)
 
 
+def test_a_dicom_app_gets_the_original_series_when_the_volume_came_from_one(deploy_runner, tmp_path, held_out):
+    """The files hold the phantom; the volume handed over is blank: only the files can give these labels."""
+    from MonaiDeployerLib.dicom import write_dicom_series
+
+    _, volume, truth = held_out[0]
+    originals = write_dicom_series(volume, str(tmp_path))
+    blank = Volume(np.zeros(volume.shape, np.float32), volume.ijk_to_ras)
+    result = deploy_runner.run(open_package(DICOM_APP, model=SAMPLE_MODEL), blank, trust=True, dicom_files=originals)
+    scores = dice_per_label(result.labelmap.array, truth, LABELS)
+    assert min(scores.values()) >= MINIMUM_DICE, scores
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(Path(path).name for path in originals)
+
+
+def test_the_input_format_can_be_overridden():
+    assert open_package(NIFTI_APP, model=SAMPLE_MODEL, input_format="dicom").settings["input_format"] == "dicom"
+    with pytest.raises(PackageError, match=r"unknown input format 'png' \(use nifti or dicom\)"):
+        open_package(NIFTI_APP, model=SAMPLE_MODEL, input_format="png")
+
+
 def test_an_untrusted_app_is_refused(deploy_runner):
     with pytest.raises(PackageError, match=r"is not trusted yet\. A deploy package runs code"):
         deploy_runner.run(open_package(NIFTI_APP, model=SAMPLE_MODEL), Volume(np.zeros((8, 8, 8), np.float32)))

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     run.add_argument("--cold", action="store_true",
                      help="MONAI Deploy app: python app.py -i -o -m in a new process (default: warm, in the worker)")
+    run.add_argument("--input-format", choices=("nifti", "dicom"),
+                     help="MONAI Deploy app: hand it NIfTI or a DICOM series (default: what its app.yaml or code says)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="stop a run that has not finished after this long (its processes too)")
     run.add_argument("--trust", action="store_true",
@@ -92,7 +94,7 @@ def _inspect(arguments) -> int:
 
 def _run(arguments) -> int:
     package = open_package(arguments.package, arguments.mode, model=arguments.model,
-                           launch="cold" if arguments.cold else "warm")
+                           launch="cold" if arguments.cold else "warm", input_format=arguments.input_format)
     overlapping = package.settings.get("outputs_overlap")
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)

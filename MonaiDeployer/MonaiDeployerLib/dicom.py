@@ -18,6 +18,7 @@ from .errors import InputError, PackageError
 from .volume import LPS_TO_RAS, Volume
 
 STORED_RANGE = 65000  # unsigned 16-bit values, with room to spare
+DICOM_SOURCE_FOLDER = "dicom-source"  # in a run's folder: the series the input volume was loaded from
 
 
 def write_dicom_series(volume: Volume, folder: str) -> list:

@@ -21,7 +21,7 @@ class NodeSegmentation:
     """
 
     def __init__(self, runner, package, input_node, output_node=None, output_kind: str = "labelmap",
-                 name: str | None = None, trust: bool = False):
+                 name: str | None = None, trust: bool = False, dicom_files: list | None = None):
         if output_node is not None:
             output_kind = "segmentation" if output_node.IsA("vtkMRMLSegmentationNode") else "labelmap"
         if output_kind not in OUTPUT_KINDS:
@@ -34,7 +34,7 @@ class NodeSegmentation:
         self.error = None
         self._requested_node = output_node
         self._name = name
-        self._job = runner.submit(package, volume, trust)
+        self._job = runner.submit(package, volume, trust, dicom_files)
 
     @property
     def done(self) -> bool:

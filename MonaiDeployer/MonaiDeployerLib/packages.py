@@ -52,12 +52,13 @@ class PackageInfo:
 
 
 def open_package(path_or_reference, mode: str | None = None, model: str | None = None,
-                 launch: str = "warm") -> PackageInfo:
+                 launch: str = "warm", input_format: str | None = None) -> PackageInfo:
     """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
 
     For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
     (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
-    (``python app.py -i -o -m`` in a new process each run, for apps that do not survive re-runs).
+    (``python app.py -i -o -m`` in a new process each run, for apps that do not survive re-runs);
+    ``input_format`` ("nifti" or "dicom") overrides what the app's ``app.yaml`` or code says it reads.
     """
     if launch not in LAUNCHES:
         raise PackageError(f"unknown launch {launch!r} (use {' or '.join(LAUNCHES)})")
@@ -69,7 +70,7 @@ def open_package(path_or_reference, mode: str | None = None, model: str | None =
     if mode != detected and "map" in (mode, detected):
         raise PackageError(f"{location} is a {detected} package, it cannot run in {mode} mode")
     if mode == "deploy":
-        return _describe_deploy(location, model, launch)
+        return _describe_deploy(location, model, launch, input_format)
     describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle, "map": _describe_map}[mode]
     return describe(location)
 
@@ -159,7 +160,9 @@ def _describe_bundle(path: str) -> PackageInfo:
     )
 
 
-def _describe_deploy(path: str, model: str | None, launch: str) -> PackageInfo:
+def _describe_deploy(path: str, model: str | None, launch: str, input_format: str | None) -> PackageInfo:
+    if input_format not in (None, *deployapps.INPUT_FORMATS):
+        raise PackageError(f"unknown input format {input_format!r} (use {' or '.join(deployapps.INPUT_FORMATS)})")
     app = deployapps.app_file(path)
     app_yaml = deployapps.read_app_yaml(path)
     application = app_yaml.get("application") if isinstance(app_yaml.get("application"), dict) else {}
@@ -173,7 +176,7 @@ def _describe_deploy(path: str, model: str | None, launch: str) -> PackageInfo:
         labels=deployapps.declared_labels(app_yaml),
         requirements={**DEPLOY_SDK_REQUIREMENT, **deployapps.read_requirements(path)},
         settings={"app": os.path.abspath(app), "model": deployapps.find_model(path, model),
-                  "input_format": deployapps.input_format(app, app_yaml), "launch": launch},
+                  "input_format": input_format or deployapps.input_format(app, app_yaml), "launch": launch},
         content_hash=trust.content_hash(path),
     )
 

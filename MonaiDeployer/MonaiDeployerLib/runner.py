@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .client import WorkerClient
-from .errors import PackageError, WorkerError
+from .dicom import DICOM_SOURCE_FOLDER
+from .errors import InputError, PackageError, WorkerError
 from .packages import PackageInfo, check_requirements, missing_requirements, open_package
 from .trust import TrustList
 from .volume import Volume, check_volume
@@ -80,11 +81,13 @@ class Runner:
         """Start the worker and import torch and MONAI now, so the first run pays neither."""
         return self.client.call("warmup").wait(timeout)
 
-    def submit(self, package, volume: Volume, trust: bool = False) -> Job:
+    def submit(self, package, volume: Volume, trust: bool = False, dicom_files: list | None = None) -> Job:
         """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it.
 
         Bundles and Deploy apps run code: one the user has not trusted before is refused unless
         ``trust`` is True. A requirement the worker's environment lacks altogether stops the run.
+        ``dicom_files``: the DICOM series the volume was loaded from; a Deploy app that reads DICOM
+        gets these original files instead of a series written from the volume.
         """
         if self._job is not None and not self._job.done:
             raise WorkerError("a run is already in progress; wait for it or cancel it")
@@ -95,19 +98,20 @@ class Runner:
         missing = missing_requirements(package.requirements, self.environment()["packages"])
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
-        self._job = Job(self.client, package, volume, self.device, started_worker)
+        self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [])
         return self._job
 
-    def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False) -> Result:
+    def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False,
+            dicom_files: list | None = None) -> Result:
         """Run and wait; ``progress`` gets each ``protocol.Event``."""
-        return self.submit(package, volume, trust).wait(timeout=timeout, progress=progress)
+        return self.submit(package, volume, trust, dicom_files).wait(timeout=timeout, progress=progress)
 
 
 class Job:
     """One run: the input goes to a private temp folder that is removed however the run ends."""
 
     def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str,
-                 started_worker: bool = False):
+                 started_worker: bool = False, dicom_files: list = ()):
         self.package = package
         self.volume = volume
         self.result = None
@@ -116,6 +120,7 @@ class Job:
         self._folder = tempfile.mkdtemp(prefix="monaideployer-")
         try:
             np.save(self._path("input.npy"), volume.array, allow_pickle=False)
+            _link_files(dicom_files, self._path(DICOM_SOURCE_FOLDER))
             self._write_seconds = time.perf_counter() - self._started
             self._call = client.call("run", package=package.to_dict(), input=self._path("input.npy"),
                                      output=self._path("output.npy"), ijk_to_ras=volume.ijk_to_ras.tolist(),
@@ -191,6 +196,21 @@ class Job:
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _link_files(paths, folder: str) -> None:
+    """Links to ``paths`` in ``folder`` (copies where links cannot be made): the originals are never touched."""
+    if not paths:
+        return
+    os.makedirs(folder)
+    for index, path in enumerate(paths):
+        if not os.path.isfile(path):
+            raise InputError(f"DICOM file not found: {path}")
+        target = os.path.join(folder, f"{index:05d}.dcm")
+        try:
+            os.symlink(os.path.abspath(path), target)
+        except OSError:
+            shutil.copyfile(path, target)
 
 
 def _check_result_shape(labelmap: np.ndarray, volume: Volume, labels: dict) -> None:

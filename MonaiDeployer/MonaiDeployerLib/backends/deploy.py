@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from ..dicom import is_dicom_seg, read_dicom_seg, write_dicom_series
+from ..dicom import DICOM_SOURCE_FOLDER, is_dicom_seg, read_dicom_seg, write_dicom_series
 from ..errors import PackageError
 from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
 from . import Segmented, on_input_grid
@@ -37,7 +37,10 @@ class DeployBackend:
         os.makedirs(input_folder)
         os.makedirs(output_folder)
         started = time.perf_counter()
-        if settings["input_format"] == "dicom":
+        original_series = os.path.join(work_folder, DICOM_SOURCE_FOLDER)
+        if settings["input_format"] == "dicom" and os.path.isdir(original_series):
+            input_folder = original_series  # the files the volume came from
+        elif settings["input_format"] == "dicom":
             write_dicom_series(volume, input_folder)
         else:
             write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
