@@ -43,6 +43,8 @@ from slicer.util import VTKObservationMixin
 MODE_CHOICES = ("auto", "torchscript", "bundle", "deploy", "map")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 OUTPUT_KIND_CHOICES = ("labelmap", "segmentation")
+APP_LAUNCH_CHOICES = ("warm", "cold")
+APP_INPUT_FORMAT_CHOICES = ("auto", "nifti", "dicom")
 # What the worker needs to run a package of each mode; a MAP brings its own environment in its image.
 WORKER_PACKAGES = {"torchscript": ("torch", "monai"), "bundle": ("torch", "monai"), "deploy": ("torch", "monai")}
 POLL_INTERVAL_MS = 100
@@ -92,6 +94,9 @@ class MonaiDeployerParameterNode:
     workerPython - The worker's Python interpreter; empty means Slicer's own.
     outputKind - The kind of node created when outputNode is None.
     outputNode - An existing labelmap or segmentation to overwrite; None creates a new node on each run.
+    appModelPath - MONAI Deploy apps: the model given with -m; empty means the one in the app's folder.
+    appLaunch - MONAI Deploy apps: "warm" (re-run in the worker) or "cold" (a new process each run).
+    appInputFormat - MONAI Deploy apps: "auto", "nifti" or "dicom".
     """
 
     inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode
@@ -101,6 +106,9 @@ class MonaiDeployerParameterNode:
     workerPython: str = ""
     outputKind: Annotated[str, Choice(list(OUTPUT_KIND_CHOICES))] = "labelmap"
     outputNode: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
+    appModelPath: str = ""
+    appLaunch: Annotated[str, Choice(list(APP_LAUNCH_CHOICES))] = "warm"
+    appInputFormat: Annotated[str, Choice(list(APP_INPUT_FORMAT_CHOICES))] = "auto"
 
 
 @parameterNodeGuiConnector
@@ -259,7 +267,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _packageKey(self) -> tuple:
         p = self._parameterNode
-        return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device)
+        return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device, p.appModelPath.strip(), p.appLaunch,
+                p.appInputFormat)
 
     def isRunning(self) -> bool:
         return self._job is not None
@@ -310,7 +319,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if key == self._describedPackage:
             return
         self._describedPackage = key
-        path, mode, python, device = key
+        path, _, python, device = key[:4]
         if not path:
             self.ui.packageInfoBrowser.clear()
             return
@@ -318,7 +327,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from MonaiDeployerLib import MonaiDeployerError
 
         try:
-            package = self.logic.openPackage(path, mode)
+            package = self._openChosenPackage()
         except MonaiDeployerError as error:
             self.ui.packageInfoBrowser.setHtml(messageHtml(_("This is not a usable model package."), str(error)))
             return
@@ -360,7 +369,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # anything else is a bug, shown with its traceback.
         with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
             try:
-                package = self.logic.openPackage(p.packagePath, p.mode)
+                package = self._openChosenPackage()
                 if not self._trusted(package) or not self._workerReady(package):
                     return
                 self._jobCreatesNode = p.outputNode is None
@@ -372,6 +381,12 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setStatus(_("Started."), log=False)
         self._updateButtons()
         self._pollTimer.start()
+
+    def _openChosenPackage(self):
+        """The package the panel names, with its Deploy app options (ignored by other modes)."""
+        p = self._parameterNode
+        return self.logic.openPackage(p.packagePath, p.mode, appModel=p.appModelPath, appLaunch=p.appLaunch,
+                                      appInputFormat=p.appInputFormat)
 
     def _trusted(self, package) -> bool:
         """Ask once per package content before running code that comes with it."""
@@ -656,11 +671,14 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         self._runnerKey = None
 
     @staticmethod
-    def openPackage(path: str, mode: str | None = None):
-        """Describe a package; mode None or "auto" detects it."""
+    def openPackage(path: str, mode: str | None = None, appModel: str = "", appLaunch: str = "warm",
+                    appInputFormat: str = "auto"):
+        """Describe a package; mode None or "auto" detects it. The app* options apply to MONAI Deploy apps."""
         from MonaiDeployerLib import open_package
 
-        return open_package(path.strip(), mode=None if mode in (None, "auto") else mode)
+        return open_package(path.strip(), mode=None if mode in (None, "auto") else mode,
+                            model=appModel.strip() or None, launch=appLaunch,
+                            input_format=None if appInputFormat == "auto" else appInputFormat)
 
     def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None,
               trust=False):

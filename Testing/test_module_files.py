@@ -236,8 +236,11 @@ def _module_constant(name: str):
 
 def test_choices_match_the_library():
     """The panel lists its choices without importing the library at start-up; they must still agree."""
+    from MonaiDeployerLib.deployapps import INPUT_FORMATS
     from MonaiDeployerLib.noderun import OUTPUT_KINDS
-    from MonaiDeployerLib.packages import MODES
+    from MonaiDeployerLib.packages import LAUNCHES, MODES
 
     assert _module_constant("MODE_CHOICES") == ("auto", *MODES)
     assert _module_constant("OUTPUT_KIND_CHOICES") == tuple(OUTPUT_KINDS)
+    assert _module_constant("APP_LAUNCH_CHOICES") == LAUNCHES
+    assert _module_constant("APP_INPUT_FORMAT_CHOICES") == ("auto", *INPUT_FORMATS)
