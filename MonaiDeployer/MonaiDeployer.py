@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from typing import Annotated
 
 import ctk
@@ -27,6 +28,7 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import (
     Choice,
     GuiConnector,
+    Minimum,
     parameterNodeGuiConnector,
     parameterNodeWrapper,
     unannotatedType,
@@ -97,6 +99,7 @@ class MonaiDeployerParameterNode:
     appModelPath - MONAI Deploy apps: the model given with -m; empty means the one in the app's folder.
     appLaunch - MONAI Deploy apps: "warm" (re-run in the worker) or "cold" (a new process each run).
     appInputFormat - MONAI Deploy apps: "auto", "nifti" or "dicom".
+    runTimeout - Seconds after which a run that has not finished is stopped; 0 means never.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode
@@ -109,6 +112,7 @@ class MonaiDeployerParameterNode:
     appModelPath: str = ""
     appLaunch: Annotated[str, Choice(list(APP_LAUNCH_CHOICES))] = "warm"
     appInputFormat: Annotated[str, Choice(list(APP_INPUT_FORMAT_CHOICES))] = "auto"
+    runTimeout: Annotated[int, Minimum(0)] = 0
 
 
 @parameterNodeGuiConnector
@@ -169,6 +173,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None  # the NodeSegmentation in flight, if any
         self._jobCreatesNode = False
+        self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
         self._describedPackage = None  # (path, mode, python, device) that the info card shows
         self._pollTimer = None
         self._packageInfoTimer = None
@@ -373,6 +378,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if not self._trusted(package) or not self._workerReady(package):
                     return
                 self._jobCreatesNode = p.outputNode is None
+                self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
                 self._job = self.logic.start(p.inputVolume, package, p.outputNode, p.outputKind, p.device,
                                              p.workerPython)
             except MonaiDeployerError as error:
@@ -491,6 +497,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._reportFailure(str(error))
             self._updateButtons()
             return
+        if not job.done and self._jobDeadline is not None and time.monotonic() > self._jobDeadline:
+            job.cancel()  # the worker and everything it started stop; the next poll reports it
+            self._appendLog(_("No result after {seconds} s (the time-out in Advanced): the run was stopped.").format(
+                seconds=self._parameterNode.runTimeout))
         if job.done:
             self._onJobDone(job)
 
