@@ -20,7 +20,8 @@ ICON = MODULE_DIR / "Resources" / "Icons" / "MonaiDeployer.png"
 RAW_URL_PREFIX = "https://raw.githubusercontent.com/monai-deployer/SlicerMonaiDeployer/main/"
 
 # Modules MonaiDeployer.py may import at its top level: Slicer's own and light standard-library ones.
-TOP_LEVEL_IMPORTS_ALLOWED = {"ctk", "qt", "slicer", "vtk", "html", "logging", "os", "re", "shutil", "sys", "time", "typing"}
+TOP_LEVEL_IMPORTS_ALLOWED = {"ctk", "qt", "slicer", "vtk", "html", "logging", "os", "re", "shutil", "sys", "time",
+                             "typing"}
 EXTENSION_FIELDS = ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS")
 # Properties of Slicer's slicer-extension-catalog-entry-schema-v1.0.2.json ("additionalProperties": false).
 INDEX_SCHEMA_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",

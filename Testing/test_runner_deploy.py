@@ -149,8 +149,44 @@ def test_an_app_that_never_finishes_is_stopped_at_the_time_out(deploy_runner, tm
     assert deploy_runner.run(package, held_out[0][1], trust=True).labels == LABELS
 
 
+TWO_OUTPUTS = "\n        ".join([
+    "import nibabel, numpy",
+    'source = nibabel.load(next(inp.glob("*.nii")))',
+    "data = numpy.asarray(source.dataobj)",
+    'nibabel.save(nibabel.Nifti1Image((data > 0.5).astype("uint8"), source.affine), str(out / "a_first.nii.gz"))',
+    '(out / "z").mkdir()',
+    'nibabel.save(nibabel.Nifti1Image(2 * (data > 0.8).astype("uint8"), source.affine), str(out / "z" / "b.nii.gz"))',
+])
+
+
+def test_every_output_of_an_app_is_offered(deploy_runner, tmp_path, scene):
+    from MonaiDeployerLib import mrml
+    from MonaiDeployerLib.noderun import NodeSegmentation
+
+    app = _write_app(tmp_path / "app", TWO_OUTPUTS)
+    array = np.random.default_rng(5).random((9, 8, 7), dtype=np.float32)
+    volume = Volume(array, np.diag([0.9, -1.2, 2.0, 1.0]))
+    result = deploy_runner.run(open_package(app), volume, trust=True)
+    assert np.array_equal(result.labelmap.array, (array > 0.5).astype(np.uint8))
+    assert [(other.name, other.labels) for other in result.others] == [("z/b.nii.gz", {2: "label_2"})]
+    assert np.array_equal(result.others[0].labelmap.array, 2 * (array > 0.8).astype(np.uint8))
+
+    source, output = tmp_path / "in.nii.gz", tmp_path / "seg.nii.gz"
+    write_volume(source, volume)
+    finished = _cli("run", str(app), str(source), str(output), "--trust")
+    assert finished.returncode == 0, finished.stderr
+    assert f"wrote {tmp_path / 'seg-2.nii.gz'} (the app's z/b.nii.gz)" in finished.stdout
+    assert np.array_equal(read_volume(tmp_path / "seg-2.nii.gz").array, 2 * (array > 0.8).astype(np.uint8))
+
+    node = mrml.volume_node_from_volume(scene, volume, "input")
+    run = NodeSegmentation(deploy_runner, open_package(app), node, trust=True)
+    run.wait()
+    assert [other.GetName() for other in run.other_nodes] == ["input z/b.nii.gz"]
+
+
 def _write_app(folder: Path, body: str) -> Path:
-    """A one-operator SDK app whose operator runs ``body`` with ``out`` the output folder; model: a dummy file."""
+    """A one-operator SDK app whose operator runs ``body`` with ``inp``/``out`` its folders; model: a dummy file."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.ts").write_bytes(b"unused")
     (folder / "app.py").write_text(textwrap.dedent('''\
         from pathlib import Path
@@ -160,19 +196,20 @@ def _write_app(folder: Path, body: str) -> Path:
 
 
         class Step(Operator):
-            def __init__(self, fragment, *args, output_folder, **kwargs):
-                self.output_folder = Path(output_folder)
+            def __init__(self, fragment, *args, input_folder, output_folder, **kwargs):
+                self.input_folder, self.output_folder = Path(input_folder), Path(output_folder)
                 super().__init__(fragment, *args, **kwargs)
 
             def compute(self, op_input, op_output, context):
-                out = self.output_folder
+                inp, out = self.input_folder, self.output_folder
                 BODY
 
 
         class TestApp(Application):
             def compose(self):
                 context = Application.init_app_context(self.argv)
-                self.add_operator(Step(self, CountCondition(self, 1), output_folder=context.output_path, name="step"))
+                self.add_operator(Step(self, CountCondition(self, 1), input_folder=context.input_path,
+                                       output_folder=context.output_path, name="step"))
 
 
         if __name__ == "__main__":

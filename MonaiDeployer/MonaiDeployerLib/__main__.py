@@ -11,7 +11,7 @@ import numpy as np
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .packages import normalise_name, package_facts
 from .trust import TrustList
-from .volume import check_output, stack_channels
+from .volume import check_output, stack_channels, volume_suffix
 
 
 def main(argv=None) -> int:
@@ -101,9 +101,11 @@ def _run(arguments) -> int:
     with Runner(python=arguments.python, device=arguments.device) as runner:
         result = runner.run(package, volume, timeout=arguments.timeout, trust=arguments.trust)
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)
+    others = [write_volume(_beside(arguments.output, index), other.labelmap, other.labels)
+              for index, other in enumerate(result.others, start=2)]
     counts = _voxel_counts(result)
     if arguments.json:
-        print(json.dumps({"output": arguments.output, "package": package.name, "mode": package.mode,
+        print(json.dumps({"output": arguments.output, "others": others, "package": package.name, "mode": package.mode,
                           "labels": {str(value): name for value, name in result.labels.items()},
                           "overlapping": result.overlapping,
                           "voxels": {str(value): count for value, count in counts.items()},
@@ -113,8 +115,16 @@ def _run(arguments) -> int:
     print(f"wrote {arguments.output}{note}")
     for value, name in sorted(result.labels.items()):
         print(f"  {value} {name}: {counts[value]} voxels")
+    for path, other in zip(others, result.others, strict=True):
+        print(f"wrote {path} (the app's {other.name})")
     print("  timings: " + ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in result.timings.items()))
     return 0
+
+
+def _beside(path: str, index: int) -> str:
+    """``seg.nii.gz`` -> ``seg-2.nii.gz``: where a Deploy app's further outputs go."""
+    suffix = volume_suffix(path)
+    return f"{path[:len(path) - len(suffix)]}-{index}{suffix}"
 
 
 def _voxel_counts(result) -> dict:

@@ -232,6 +232,16 @@ def _removed_on_failure(scene):
         raise
 
 
+def remove_output_node(node) -> None:
+    """Take an output node out of the scene with its display nodes and the colour table made for it."""
+    scene = node.GetScene()
+    helpers = [node.GetNthDisplayNode(index) for index in range(node.GetNumberOfDisplayNodes())]
+    table = node.GetDisplayNode().GetColorNode() if node.GetDisplayNode() is not None else None
+    if table is not None and table.GetAttribute(OWN_TABLE_ATTRIBUTE):
+        helpers.append(table)
+    _remove_nodes(scene, [node, *helpers])
+
+
 def _remove_nodes(scene, nodes) -> None:
     for node in nodes:
         if node is not None and scene.IsNodePresent(node):

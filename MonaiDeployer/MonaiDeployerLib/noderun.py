@@ -31,6 +31,7 @@ class NodeSegmentation:
         self.input_node = input_nodes[0]
         self.output_kind = output_kind
         self.output_node = None
+        self.other_nodes = []  # one new node per further output a Deploy app wrote
         self.error = None
         self._requested_node = output_node
         self._name = name
@@ -77,10 +78,19 @@ class NodeSegmentation:
             return Event("error", self._job.stage, None, str(self.error))
         segmentation = self.output_kind == "segmentation"
         place = mrml.result_to_segmentation_node if segmentation else mrml.result_to_labelmap_node
+        result = self._job.result
+        made = []
         try:
-            self.output_node = place(self._job.result, self.input_node, self._requested_node, self._name)
+            output_node = place(result, self.input_node, self._requested_node, self._name)
+            if self._requested_node is None:
+                made.append(output_node)
+            for other in result.others:
+                made.append(place(other, self.input_node, None, f"{self.input_node.GetName()} {other.name}"))
         except Exception as error:  # ours already say what to do (e.g. overlapping segments into a labelmap)
+            for node in made:
+                mrml.remove_output_node(node)
             self.error = (error if isinstance(error, MonaiDeployerError)
                           else MonaiDeployerError(f"cannot create the output node: {error}"))
             return Event("error", "output", None, str(self.error))
+        self.output_node, self.other_nodes = output_node, made[len(made) - len(result.others):]
         return Event("done", "output", 1.0, f"{self.output_node.GetName()} ready")

@@ -31,6 +31,8 @@ class Result:
     ``labelmap.array`` is [i, j, k] with one label value per voxel, or, when the model's segments
     may overlap (``overlapping``, e.g. brats' tumor core, whole tumor and enhancing tumor),
     [i, j, k, C] with one 0/1 mask per label: channel c holds label value c + 1.
+    ``others``: further outputs a Deploy app wrote in the same run (each a ``Result`` whose
+    ``name`` is the file's path under the app's output folder), on the same grid.
     """
 
     labelmap: Volume
@@ -39,6 +41,8 @@ class Result:
     timings: dict = field(default_factory=dict)
     warm: dict = field(default_factory=dict)
     package: PackageInfo | None = None
+    name: str = ""
+    others: list = field(default_factory=list)
 
     @property
     def overlapping(self) -> bool:
@@ -192,7 +196,15 @@ class Job:
             warm={"worker": not self._started_worker, "imports": "import" not in timings,
                   "model": bool(answer.get("model_cached"))},
             package=self.package,
+            others=[self._read_other(other) for other in answer.get("others", [])],
         )
+
+    def _read_other(self, other: dict) -> Result:
+        labelmap = np.load(other["file"], allow_pickle=False)
+        labels = {int(value): name for value, name in other["labels"].items()}
+        _check_result_shape(labelmap, self.volume, labels)
+        return Result(Volume(labelmap, self.volume.ijk_to_ras.copy()), labels, package=self.package,
+                      name=other["name"])
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)

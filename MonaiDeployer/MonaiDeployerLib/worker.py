@@ -109,14 +109,24 @@ class Worker:
                                 work_folder=os.path.dirname(request["input"]))
         started = time.perf_counter()
         np.save(request["output"], segmented.labelmap, allow_pickle=False)
+        others = []
+        for index, (name, labelmap, labels) in enumerate(segmented.others, start=1):
+            path = f"{os.path.splitext(request['output'])[0]}-{index}.npy"
+            np.save(path, labelmap, allow_pickle=False)
+            others.append({"name": name, "file": path, "labels": _label_names(labels)})
         timings.update(segmented.timings)
         timings["write_output"] = time.perf_counter() - started
         return {
-            "labels": {str(value): name for value, name in segmented.labels.items()},
+            "labels": _label_names(segmented.labels),
             "colors": {str(value): list(color) for value, color in segmented.colors.items()},
             "timings": timings,
             "model_cached": segmented.model_cached,
+            "others": others,
         }
+
+
+def _label_names(labels: dict) -> dict:
+    return {str(value): name for value, name in labels.items()}
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ class Segmented:
     colors: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     model_cached: bool = False
+    others: list = field(default_factory=list)  # (name, labelmap, labels) of further outputs an app wrote
 
 
 def create_backend(mode: str):

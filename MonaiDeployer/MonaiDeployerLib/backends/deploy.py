@@ -62,11 +62,12 @@ class DeployBackend:
 
         report("postprocess", None)
         started = time.perf_counter()
-        labelmap, output_labels = _read_output(output_folder, volume)
+        outputs = [(name, labelmap, _labels_of(labelmap, labels, package))
+                   for name, labelmap, labels in _read_outputs(output_folder, volume)]
         timings["read_app_output"] = time.perf_counter() - started
-        labels = output_labels or package.labels or {int(value): f"label_{int(value)}"
-                                                     for value in _label_values(labelmap)}
-        return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm")
+        _, labelmap, labels = outputs[0]
+        return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm",
+                         others=outputs[1:])
 
     def _application(self, package):
         """The app's ``Application`` class, imported once per app content; (class, already imported)."""
@@ -134,28 +135,34 @@ def _traceback_tail(lines: list) -> list:
     return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]
 
 
-def _read_output(folder: str, volume) -> tuple:
-    """The app's output (NIfTI, NRRD or DICOM SEG, anywhere under ``-o``) on the input grid, and its labels.
+def _read_outputs(folder: str, volume) -> list:
+    """Every output the app wrote under ``-o`` (NIfTI or NRRD labelmaps, DICOM SEGs), each on the input grid.
 
-    A DICOM SEG names its segments; a NIfTI or NRRD labelmap does not (its labels come from the package).
+    Returns (name, labelmap, labels) in file-name order; a DICOM SEG names its segments, a labelmap
+    file does not (its labels come from the package).
     """
     written = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder) for name in names)
-    volumes = [path for path in written if volume_suffix(path) in SUFFIXES]
-    segs = [path for path in written if not volumes and is_dicom_seg(path)]
-    if not volumes and not segs:
+    outputs = [path for path in written if volume_suffix(path) in SUFFIXES or is_dicom_seg(path)]
+    if not outputs:
         listed = ", ".join(os.path.relpath(path, folder) for path in written)
         raise PackageError(f"the app wrote no NIfTI, NRRD or DICOM SEG output (it wrote {listed or 'nothing'})")
-    if segs:
-        output, labels = read_dicom_seg(segs[0])
-        return on_input_grid(output, volume), labels
-    try:
-        output = read_volume(volumes[0])
-    except Exception as error:
-        raise PackageError(f"the app's output {os.path.relpath(volumes[0], folder)} cannot be read: {error}") from error
-    return on_input_grid(output, volume), {}
+    return [_read_output(path, folder, volume) for path in outputs]
 
 
-def _label_values(labelmap):
+def _read_output(path: str, folder: str, volume) -> tuple:
+    name = os.path.relpath(path, folder)
+    if not volume_suffix(path):
+        output, labels = read_dicom_seg(path)
+    else:
+        try:
+            output, labels = read_volume(path), {}
+        except Exception as error:
+            raise PackageError(f"the app's output {name} cannot be read: {error}") from error
+    return name, on_input_grid(output, volume), labels
+
+
+def _labels_of(labelmap, own_labels: dict, package) -> dict:
+    """An output's names: its own (DICOM SEG), else the package's, else label_N for the values it holds."""
     import numpy as np
 
-    return [value for value in np.unique(labelmap) if value > 0]
+    return own_labels or package.labels or {int(value): f"label_{int(value)}" for value in np.unique(labelmap) if value}
