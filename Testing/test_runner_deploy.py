@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from MonaiDeployerLib import PackageError, Runner, Volume, WorkerError, open_package, read_volume, write_volume
+from MonaiDeployerLib import (
+    Cancelled,
+    PackageError,
+    Runner,
+    Volume,
+    WorkerError,
+    open_package,
+    read_volume,
+    write_volume,
+)
 from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
@@ -146,6 +155,23 @@ def test_an_app_that_never_finishes_is_stopped_at_the_time_out(deploy_runner, tm
     assert not deploy_runner.client.alive
     assert not [child for child in psutil.Process().children(recursive=True) if "app.py" in " ".join(child.cmdline())]
     package = open_package(NIFTI_APP, model=SAMPLE_MODEL, launch=launch)
+    assert deploy_runner.run(package, held_out[0][1], trust=True).labels == LABELS
+
+
+def test_cancelling_a_warm_app_leaves_no_process_and_the_next_run_works(deploy_runner, tmp_path, held_out):
+    import psutil
+
+    app = _write_app(tmp_path, "import time\n        time.sleep(3600)")
+    job = deploy_runner.submit(open_package(app), Volume(np.zeros((8, 8, 8), np.float32)), trust=True)
+    while not any(event.stage == "inference" for event in job.poll(block_seconds=0.1)):
+        assert not job.done, job.error
+    worker = psutil.Process(deploy_runner.client.pid)
+    job.cancel()
+    with pytest.raises(Cancelled):
+        job.wait()
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    assert not deploy_runner.client.alive
+    package = open_package(NIFTI_APP, model=SAMPLE_MODEL)
     assert deploy_runner.run(package, held_out[0][1], trust=True).labels == LABELS
 
 
