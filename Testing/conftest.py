@@ -90,3 +90,15 @@ def tiny_models(tmp_path_factory) -> dict:
         paths[name] = str(folder / f"{name}.ts")
         torch.jit.script(module.eval()).save(paths[name])
     return paths
+
+
+def assert_held_out_segmented(runner, package, held_out, labels: dict, context: str = "") -> None:
+    """Every held-out phantom comes back on its own grid, with ``labels``, each label at Dice >= 0.95."""
+    from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
+
+    for case, volume, truth in held_out:
+        result = runner.run(package, volume, trust=True)
+        assert result.labelmap.same_grid(volume, tolerance=1e-9), (case["name"], context)
+        assert result.labels == labels, (case["name"], context)
+        scores = dice_per_label(result.labelmap.array, truth, labels)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], context, scores)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_held_out_segmented
 from make_sample_bundle import BUNDLE_FOLDER, export_torchscript, export_zip
 
 from MonaiDeployerLib import InputError, PackageError, Runner, Volume, open_package, read_volume, write_volume
@@ -40,12 +40,7 @@ def own_bundle(tmp_path) -> Path:
 def test_the_phantom_bundle_segments_held_out_volumes_in_each_form(runner, bundle_forms, held_out, form):
     package = open_package(bundle_forms[form])
     assert (package.mode, package.settings["form"], package.labels) == ("bundle", form, LABELS)
-    for case, volume, truth in held_out:
-        result = runner.run(package, volume, trust=True)
-        assert result.labelmap.same_grid(volume, tolerance=1e-9)
-        assert result.labels == LABELS
-        scores = dice_per_label(result.labelmap.array, truth, LABELS)
-        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], form, scores)
+    assert_held_out_segmented(runner, package, held_out, LABELS, form)
 
 
 @pytest.mark.parametrize("form", ["folder", "zip", "torchscript"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_held_out_segmented
 
 from MonaiDeployerLib import (
     Cancelled,
@@ -43,12 +43,7 @@ def deploy_runner():
 def test_the_sample_apps_segment_held_out_volumes(deploy_runner, held_out, launch, app, input_format):
     package = open_package(app, model=SAMPLE_MODEL, launch=launch)
     assert (package.mode, package.settings["input_format"]) == ("deploy", input_format)
-    for case, volume, truth in held_out:
-        result = deploy_runner.run(package, volume, trust=True)
-        assert result.labelmap.same_grid(volume, tolerance=1e-9)
-        assert result.labels == LABELS
-        scores = dice_per_label(result.labelmap.array, truth, LABELS)
-        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], launch, scores)
+    assert_held_out_segmented(deploy_runner, package, held_out, LABELS, launch)
 
 
 def test_a_warm_app_is_imported_once_and_built_again_for_each_run(held_out):
