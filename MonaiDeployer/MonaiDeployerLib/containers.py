@@ -1,0 +1,132 @@
+"""Container runtimes and GPUs, for MAPs: which runtime answers, and whether an image's CUDA can run here.
+
+A runtime is found only when it answers (``docker info`` fails when the docker client has no
+daemon behind it). The CUDA verdict compares what an image declares in its environment
+(``CUDA_VERSION``, ``NVIDIA_REQUIRE_CUDA``) with the highest CUDA the host's NVIDIA driver
+supports (the "CUDA Version" in ``nvidia-smi``'s header), before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from .errors import PackageError
+
+RUNTIMES = ("podman", "docker")
+ANSWER_SECONDS = 15
+# The oldest Linux driver of each CUDA release (NVIDIA's CUDA toolkit release notes, table 3).
+MINIMUM_DRIVER = {(11, 0): "450.51.05", (11, 8): "520.61.05", (12, 0): "525.60.13", (12, 2): "535.54.03",
+                  (12, 4): "550.54.14", (12, 6): "560.28.03", (12, 8): "570.26", (13, 0): "580.65.06"}
+
+
+def find_runtime(choice: str | None = None) -> str:
+    """The path of a container runtime that answers: ``choice`` ("docker" or "podman"), else the first that does."""
+    if choice not in (None, *RUNTIMES):
+        raise PackageError(f"unknown container runtime {choice!r} (use {' or '.join(RUNTIMES)})")
+    reasons = []
+    for name in (choice,) if choice else RUNTIMES:
+        path = shutil.which(name)
+        if path is None:
+            reasons.append(f"{name} is not installed")
+            continue
+        problem = _does_not_answer(path)
+        if problem is None:
+            return path
+        reasons.append(f"{name} ({path}) does not answer: {problem}")
+    raise PackageError("no container runtime to run a MAP: " + "; ".join(reasons)
+                       + ". Install podman (or start docker's daemon)")
+
+
+def _does_not_answer(path: str) -> str | None:
+    try:
+        finished = subprocess.run([path, "info"], capture_output=True, text=True, timeout=ANSWER_SECONDS,
+                                  stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return f"no answer within {ANSWER_SECONDS} s"
+    except OSError as error:
+        return error.strerror
+    if finished.returncode == 0:
+        return None
+    lines = [line.strip() for line in (finished.stderr or finished.stdout).splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {finished.returncode}"
+
+
+@dataclass
+class HostGpus:
+    """What ``nvidia-smi`` says: the driver, the highest CUDA it supports, the GPUs."""
+
+    driver: str
+    cuda: tuple
+    names: list
+
+
+def parse_nvidia_smi(text: str | None) -> HostGpus | None:
+    """The GPUs in ``nvidia-smi``'s output, or None when there is no NVIDIA GPU (no tool, or it failed)."""
+    if not text:
+        return None
+    driver = re.search(r"Driver Version:\s*([\d.]+)", text)
+    cuda = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", text)
+    if not driver or not cuda:
+        return None
+    names = re.findall(r"^\|\s+\d+\s+(.+?)\s{2,}(?:On|Off)\s+\|", text, re.MULTILINE)
+    return HostGpus(driver.group(1), (int(cuda.group(1)), int(cuda.group(2))), names)
+
+
+def read_host_gpus() -> HostGpus | None:
+    """This computer's NVIDIA GPUs, or None."""
+    path = shutil.which("nvidia-smi")
+    if path is None:
+        return None
+    try:
+        finished = subprocess.run([path], capture_output=True, text=True, timeout=ANSWER_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_nvidia_smi(finished.stdout) if finished.returncode == 0 else None
+
+
+def image_cuda(environment: list | dict) -> tuple | None:
+    """The CUDA (major, minor) an image is built for, from its environment, or None for an image without CUDA."""
+    if isinstance(environment, list):
+        environment = dict(entry.split("=", 1) for entry in environment if "=" in entry)
+    required = re.search(r"cuda>=(\d+)\.(\d+)", environment.get("NVIDIA_REQUIRE_CUDA", ""))
+    if required:
+        return int(required.group(1)), int(required.group(2))
+    version = re.match(r"(\d+)\.(\d+)", environment.get("CUDA_VERSION", ""))
+    return (int(version.group(1)), int(version.group(2))) if version else None
+
+
+@dataclass
+class Verdict:
+    """Before a run: "gpu" (runs on the GPU), "cpu" (runs on the CPU only) or "fail", and why, with the fix."""
+
+    kind: str
+    text: str
+
+
+def cuda_verdict(needed: tuple | None, host: HostGpus | None, gpu_requested: bool = True) -> Verdict:
+    """Whether an image built for CUDA ``needed`` can use this host's GPUs."""
+    if needed is None:
+        return Verdict("cpu", "runs on the CPU only: the image has no CUDA")
+    wanted = f"{needed[0]}.{needed[1]}"
+    if host is None:
+        return Verdict("cpu", f"runs on the CPU only: the image is built for CUDA {wanted}, "
+                              "and this computer has no NVIDIA GPU (or its driver does not answer)")
+    if not gpu_requested:
+        return Verdict("cpu", "runs on the CPU only, as asked (device cpu)")
+    supported = f"{host.cuda[0]}.{host.cuda[1]}"
+    if host.cuda >= needed:
+        return Verdict("gpu", f"runs on the GPU: the image needs CUDA {wanted}; driver {host.driver} "
+                              f"supports up to CUDA {supported}")
+    driver = _minimum_driver(needed)
+    fix = f"update the NVIDIA driver{f' to {driver} or newer' if driver else ''}, use an image built for " \
+          f"CUDA {supported} or older, or run on the CPU (device cpu)"
+    return Verdict("fail", f"will fail on the GPU: the image needs CUDA {wanted} but driver {host.driver} "
+                           f"supports only up to CUDA {supported}; {fix}")
+
+
+def _minimum_driver(needed: tuple) -> str:
+    known = [release for release in MINIMUM_DRIVER if release <= needed]
+    return MINIMUM_DRIVER[max(known)] if known else ""
