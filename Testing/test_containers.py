@@ -78,6 +78,6 @@ def test_a_docker_client_without_a_daemon_is_not_a_runtime(tmp_path, monkeypatch
     with pytest.raises(PackageError) as refused:
         find_runtime()
     message = str(refused.value)
-    assert message.startswith("no container runtime to run a MAP: podman is not installed; docker "
-                              f"({tmp_path}{os.sep}docker) does not answer: ")
-    assert message.endswith(". Install podman (or start docker's daemon)")
+    assert message.startswith("no container runtime to run a MAP (install podman, or start docker's daemon): "
+                              f"podman is not installed; docker ({tmp_path}{os.sep}docker) does not answer: ")
+    assert "\n" not in message

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
+from .containers import find_runtime
+from .maps import inspect_map
 from .packages import normalise_name, package_facts
 from .trust import TrustList
 from .volume import check_output, stack_channels, volume_suffix
@@ -60,12 +62,16 @@ def _parser() -> argparse.ArgumentParser:
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", default="auto", choices=("auto", *MODES), help="deployment mode (default: detect)")
     parser.add_argument("--python", help="Python for the worker process (default: this one)")
+    parser.add_argument("--runtime", choices=("podman", "docker"),
+                        help="MAP: the container runtime (default: the first of podman, docker that answers)")
     parser.add_argument("--model", help="MONAI Deploy app: the model it gets with -m (default: the one in the package)")
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
 
 
 def _inspect(arguments) -> int:
     package = open_package(arguments.package, arguments.mode, model=arguments.model)
+    if package.mode == "map":
+        return _inspect_map(arguments, package)
     with Runner(python=arguments.python) as runner:
         environment = runner.environment()
         problems = runner.check_requirements(package)
@@ -89,6 +95,29 @@ def _inspect(arguments) -> int:
         print(f"  requires:     {name}{specifier} (worker has {installed})")
     for problem in problems:
         print(f"  PROBLEM:      {problem}")
+    return 0
+
+
+def _inspect_map(arguments, package) -> int:
+    """A MAP's labels, manifests and resources, and whether its CUDA can run here, before any run."""
+    facts = inspect_map(find_runtime(arguments.runtime), package.path)
+    verdict = facts.verdict()
+    if arguments.json:
+        print(json.dumps({"reference": facts.reference, "title": facts.title, "version": facts.version,
+                          "input": {"path": facts.input_path, "formats": facts.input_formats},
+                          "output": {"path": facts.output_path, "formats": facts.output_formats},
+                          "resources": facts.resources, "cuda": facts.cuda,
+                          "verdict": {"kind": verdict.kind, "text": verdict.text}}, indent=2))
+        return 0
+    print(f"{facts.title} {facts.version}".rstrip())
+    print("  mode:         map")
+    print(f"  image:        {facts.reference}")
+    print(f"  input:        {facts.input_path} ({', '.join(facts.input_formats) or 'formats not declared'})")
+    print(f"  output:       {facts.output_path} ({', '.join(facts.output_formats) or 'formats not declared'})")
+    resources = ", ".join(f"{name} {value}" for name, value in facts.resources.items())
+    print(f"  resources:    {resources or 'not declared'}")
+    print(f"  needs CUDA:   {'.'.join(map(str, facts.cuda)) if facts.cuda else 'no'}")
+    print(f"  verdict:      {verdict.text}")
     return 0
 
 

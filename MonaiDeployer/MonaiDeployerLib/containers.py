@@ -36,8 +36,8 @@ def find_runtime(choice: str | None = None) -> str:
         if problem is None:
             return path
         reasons.append(f"{name} ({path}) does not answer: {problem}")
-    raise PackageError("no container runtime to run a MAP: " + "; ".join(reasons)
-                       + ". Install podman (or start docker's daemon)")
+    raise PackageError("no container runtime to run a MAP (install podman, or start docker's daemon): "
+                       + "; ".join(reasons))
 
 
 def _does_not_answer(path: str) -> str | None:

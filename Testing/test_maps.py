@@ -1,0 +1,93 @@
+"""MAP images inspected before they run, with real podman: labels, manifests, resources, CUDA verdict.
+
+The images are built here from the Debian base image ``Testing/setup_containers.sh`` makes; the
+tests skip where podman cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+from MonaiDeployerLib import PackageError
+from MonaiDeployerLib.maps import inspect_map
+
+BASE_IMAGE = "localhost/monaideployer-test-base:bookworm"
+TEST_MAP = "localhost/monaideployer-test-map:1.0"
+
+
+def podman_ready() -> bool:
+    podman = shutil.which("podman")
+    return podman is not None and subprocess.run([podman, "image", "exists", BASE_IMAGE], check=False).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not podman_ready(), reason="podman or the test base image is missing "
+                                                            "(run Testing/setup_containers.sh)")
+
+APP_MANIFEST = {"apiVersion": "1.0.0", "command": '["python3", "/opt/holoscan/app/app.py"]',
+                "environment": {"HOLOSCAN_INPUT_PATH": "input/", "HOLOSCAN_OUTPUT_PATH": "output/"},
+                "input": {"path": "input/", "formats": None}, "output": {"path": "output/", "formats": None},
+                "timeout": 0, "version": 1, "workingDirectory": "/var/holoscan"}
+PACKAGE_MANIFEST = {"apiVersion": "1.0.0", "applicationRoot": "/opt/holoscan/app", "modelRoot": "/opt/holoscan/models",
+                    "models": {"model": "/opt/holoscan/models/model"},
+                    "resources": {"cpu": 1, "gpu": 0, "memory": "2Gi", "sharedMemory": "1Gi"}, "version": 1}
+
+
+@pytest.fixture(scope="module")
+def test_map(tmp_path_factory) -> str:
+    """A MAP-shaped image: both manifests, OCI labels, HOLOSCAN_* variables, no CUDA."""
+    context = tmp_path_factory.mktemp("map")
+    (context / "app.json").write_text(json.dumps(APP_MANIFEST))
+    (context / "pkg.json").write_text(json.dumps(PACKAGE_MANIFEST))
+    (context / "Containerfile").write_text(
+        f"FROM {BASE_IMAGE}\n"
+        "COPY app.json pkg.json /etc/holoscan/\n"
+        "ENV HOLOSCAN_INPUT_PATH=/var/holoscan/input HOLOSCAN_OUTPUT_PATH=/var/holoscan/output\n"
+        'LABEL org.opencontainers.image.title="Phantom test MAP" org.opencontainers.image.version="1.0"\n')
+    subprocess.run(["podman", "build", "--quiet", "-t", TEST_MAP, "-f", str(context / "Containerfile"), str(context)],
+                   check=True, capture_output=True)
+    return TEST_MAP
+
+
+def our_containers() -> list:
+    listed = subprocess.run(["podman", "ps", "-a", "--format", "{{.Image}}"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    return [image for image in listed if "monaideployer" in image]
+
+
+def test_a_map_is_described_from_its_manifests_and_labels(test_map):
+    facts = inspect_map("podman", test_map)
+    assert (facts.title, facts.version) == ("Phantom test MAP", "1.0")
+    assert (facts.input_path, facts.output_path) == ("/var/holoscan/input", "/var/holoscan/output")
+    assert facts.resources == {"cpu": 1, "gpu": 0, "memory": "2Gi", "sharedMemory": "1Gi"}
+    assert facts.environment["HOLOSCAN_OUTPUT_PATH"] == "/var/holoscan/output"
+    assert facts.cuda is None
+    assert facts.verdict().text == "runs on the CPU only: the image has no CUDA"
+    assert our_containers() == []  # the container the manifests were read from is gone
+
+
+def test_an_image_that_is_not_a_map_is_named(test_map):
+    with pytest.raises(PackageError, match=r"is not a MONAI Application Package: it has no /etc/holoscan/app\.json"):
+        inspect_map("podman", BASE_IMAGE)
+    assert our_containers() == []
+
+
+def test_cli_inspect_gives_the_verdict_before_any_run(test_map):
+    finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "inspect", test_map, "--runtime", "podman"],
+                              capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer", check=False)
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    assert lines[0] == "Phantom test MAP 1.0"
+    assert "  resources:    cpu 1, gpu 0, memory 2Gi, sharedMemory 1Gi" in lines
+    assert "  verdict:      runs on the CPU only: the image has no CUDA" in lines
+    assert our_containers() == []
+
+
+def test_an_image_that_does_not_exist_is_named():
+    with pytest.raises(PackageError, match=r"image not found: localhost/no-such-map:0 \(.*\); build or pull it first"):
+        inspect_map("podman", "localhost/no-such-map:0")
