@@ -10,20 +10,27 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, assert_held_out_segmented
 
-from MonaiDeployerLib import PackageError
+from MonaiDeployerLib import Cancelled, PackageError, Runner, open_package
 from MonaiDeployerLib.maps import inspect_map
+from MonaiDeployerLib.selftest import SAMPLE_MODEL
 
 BASE_IMAGE = "localhost/monaideployer-test-base:bookworm"
+SDK_IMAGE = "localhost/monaideployer-test-sdk:cpu"
 TEST_MAP = "localhost/monaideployer-test-map:1.0"
+PHANTOM_MAP = "localhost/monaideployer-phantom-map:1.0"
+NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
+LABELS = {1: "organ", 2: "lesion"}
 
 
 def podman_ready() -> bool:
     podman = shutil.which("podman")
-    return podman is not None and subprocess.run([podman, "image", "exists", BASE_IMAGE], check=False).returncode == 0
+    return podman is not None and all(subprocess.run([podman, "image", "exists", image], check=False).returncode == 0
+                                      for image in (BASE_IMAGE, SDK_IMAGE))
 
 
 pytestmark = pytest.mark.skipif(not podman_ready(), reason="podman or the test base image is missing "
@@ -91,3 +98,45 @@ def test_cli_inspect_gives_the_verdict_before_any_run(test_map):
 def test_an_image_that_does_not_exist_is_named():
     with pytest.raises(PackageError, match=r"image not found: localhost/no-such-map:0 \(.*\); build or pull it first"):
         inspect_map("podman", "localhost/no-such-map:0")
+
+
+@pytest.fixture(scope="module")
+def phantom_map() -> str:
+    """The phantom NIfTI Deploy app packaged by ``package`` on the SDK base image (Debian, venv with torch CPU)."""
+    finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "package", str(NIFTI_APP), "--base", SDK_IMAGE,
+                               "--tag", PHANTOM_MAP, "--runtime", "podman", "--model", SAMPLE_MODEL,
+                               "--python", "/opt/venv/bin/python"],
+                              capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer", check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == f"built {PHANTOM_MAP}"
+    return PHANTOM_MAP
+
+
+def test_a_packaged_app_is_a_map(phantom_map):
+    facts = inspect_map("podman", phantom_map)
+    assert (facts.title, facts.version) == ("Phantom organ and lesion (MONAI Deploy app, NIfTI)", "1.0.0")
+    assert (facts.input_path, facts.output_path, facts.input_formats) == ("/var/holoscan/input",
+                                                                          "/var/holoscan/output", ["nifti"])
+    assert facts.resources == {"cpu": 1, "gpu": 0, "memory": "2Gi"}
+    assert facts.environment["HOLOSCAN_MODEL_PATH"] == "/opt/holoscan/models/PhantomUNet.ts"
+
+
+def test_the_map_segments_held_out_volumes_in_a_hardened_container(phantom_map, held_out):
+    with Runner(device="cpu") as runner:
+        assert_held_out_segmented(runner, open_package(phantom_map, mode="map", runtime="podman"), held_out,
+                                  {1: "label_1", 2: "label_2"}, "map")
+    assert our_containers() == []
+
+
+def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out):
+    with Runner(device="cpu") as runner:
+        job = runner.submit(open_package(phantom_map, mode="map", runtime="podman"), held_out[2][1])
+        deadline = time.monotonic() + 60
+        while not our_containers():
+            job.poll(block_seconds=0.1)
+            assert not job.done, job.error
+            assert time.monotonic() < deadline, "the container never started"
+        job.cancel()
+        with pytest.raises(Cancelled):
+            job.wait()
+    assert our_containers() == []

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .containers import find_runtime
+from .mappackager import package_app
 from .maps import inspect_map
 from .packages import normalise_name, package_facts
 from .trust import TrustList
@@ -56,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
                           "that runs with your permissions, so use this only for packages from a source you trust")
     _add_common_options(run)
     run.set_defaults(command=_run)
+
+    package = commands.add_parser("package", help="build a MAP image from a MONAI Deploy app (docker or podman)")
+    package.add_argument("app", help="MONAI Deploy app: a folder with app.py or __main__.py, or a .py file")
+    package.add_argument("--base", required=True, help="base image that has the app's Python and packages")
+    package.add_argument("--tag", required=True, help="name of the image to build")
+    package.add_argument("--runtime", choices=("podman", "docker"), help="default: the first that answers")
+    package.add_argument("--model", help="the model the app gets with -m (default: the one in the app's folder)")
+    package.add_argument("--python", default="python3", help="the app's Python in the base image (default: python3)")
+    package.set_defaults(command=_package)
     return parser
 
 
@@ -98,6 +108,13 @@ def _inspect(arguments) -> int:
     return 0
 
 
+def _package(arguments) -> int:
+    tag = package_app(arguments.app, arguments.base, arguments.tag, arguments.runtime, arguments.model,
+                      arguments.python)
+    print(f"built {tag}")
+    return 0
+
+
 def _inspect_map(arguments, package) -> int:
     """A MAP's labels, manifests and resources, and whether its CUDA can run here, before any run."""
     facts = inspect_map(find_runtime(arguments.runtime), package.path)
@@ -123,7 +140,8 @@ def _inspect_map(arguments, package) -> int:
 
 def _run(arguments) -> int:
     package = open_package(arguments.package, arguments.mode, model=arguments.model,
-                           launch="cold" if arguments.cold else "warm", input_format=arguments.input_format)
+                           launch="cold" if arguments.cold else "warm", input_format=arguments.input_format,
+                           runtime=arguments.runtime)
     overlapping = package.settings.get("outputs_overlap")
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)

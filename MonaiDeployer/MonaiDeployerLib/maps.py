@@ -46,13 +46,21 @@ class MapFacts:
         return cuda_verdict(self.cuda, host if host is not None else read_host_gpus(), gpu_requested)
 
 
-def inspect_map(runtime: str, reference: str) -> MapFacts:
-    """Read an image's labels, environment and MAP manifests; refuse an image that is not a MAP."""
+def inspect_map(runtime: str, reference: str, container: str | None = None, scratch: str | None = None) -> MapFacts:
+    """Read an image's labels, environment and MAP manifests; refuse an image that is not a MAP.
+
+    ``container`` names the short-lived container the manifests are copied from, and ``scratch`` is
+    a folder for the copies, so that whoever stops this process can remove both.
+    """
     image = _image_inspect(runtime, reference)
     config = image.get("Config") or {}
     environment = dict(entry.split("=", 1) for entry in config.get("Env") or [] if "=" in entry)
     labels = config.get("Labels") or {}
-    app_manifest, package_manifest = _read_manifests(runtime, reference)
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="monaideployer-map-") as folder:
+            app_manifest, package_manifest = _read_manifests(runtime, reference, container, folder)
+    else:
+        app_manifest, package_manifest = _read_manifests(runtime, reference, container, scratch)
     working = app_manifest.get("workingDirectory") or environment.get("HOLOSCAN_WORKDIR", "/var/holoscan")
     return MapFacts(
         reference=reference,
@@ -80,21 +88,21 @@ def _image_inspect(runtime: str, reference: str) -> dict:
         raise PackageError(f"{runtime} image inspect {reference} gave no image description") from error
 
 
-def _read_manifests(runtime: str, reference: str) -> tuple:
+def _read_manifests(runtime: str, reference: str, name: str | None, folder: str) -> tuple:
     """The two manifests, copied out of a created (not started) container that is removed afterwards."""
-    created = _run([runtime, "create", reference, "true"])  # a command for images without one; never started
+    naming = ["--name", name] if name else []
+    created = _run([runtime, "create", *naming, reference, "true"])  # a command for images without one; never started
     if created.returncode != 0:
         raise PackageError(f"cannot read {reference}'s files: {_last_line(created)}")
     container = created.stdout.strip().splitlines()[-1]
     try:
-        with tempfile.TemporaryDirectory(prefix="monaideployer-map-") as folder:
-            manifests = []
-            for source in (APP_MANIFEST, PACKAGE_MANIFEST):
-                target = os.path.join(folder, os.path.basename(source))
-                if _run([runtime, "cp", f"{container}:{source}", target]).returncode != 0:
-                    raise PackageError(f"{reference} is not a MONAI Application Package: it has no {source}")
-                manifests.append(_read_json(target, source))
-            return tuple(manifests)
+        manifests = []
+        for source in (APP_MANIFEST, PACKAGE_MANIFEST):
+            target = os.path.join(folder, os.path.basename(source))
+            if _run([runtime, "cp", f"{container}:{source}", target]).returncode != 0:
+                raise PackageError(f"{reference} is not a MONAI Application Package: it has no {source}")
+            manifests.append(_read_json(target, source))
+        return tuple(manifests)
     finally:
         _run([runtime, "rm", "--force", container])
 

@@ -52,13 +52,14 @@ class PackageInfo:
 
 
 def open_package(path_or_reference, mode: str | None = None, model: str | None = None,
-                 launch: str = "warm", input_format: str | None = None) -> PackageInfo:
+                 launch: str = "warm", input_format: str | None = None, runtime: str | None = None) -> PackageInfo:
     """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
 
     For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
     (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
     (``python app.py -i -o -m`` in a new process each run, for apps that do not survive re-runs);
     ``input_format`` ("nifti" or "dicom") overrides what the app's ``app.yaml`` or code says it reads.
+    For a MAP, ``runtime`` ("docker" or "podman") picks the container runtime (default: the first that answers).
     """
     if launch not in LAUNCHES:
         raise PackageError(f"unknown launch {launch!r} (use {' or '.join(LAUNCHES)})")
@@ -71,7 +72,9 @@ def open_package(path_or_reference, mode: str | None = None, model: str | None =
         raise PackageError(f"{location} is a {detected} package, it cannot run in {mode} mode")
     if mode == "deploy":
         return _describe_deploy(location, model, launch, input_format)
-    describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle, "map": _describe_map}[mode]
+    if mode == "map":
+        return PackageInfo(path=location, mode="map", name=location, settings={"runtime": runtime})
+    describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle}[mode]
     return describe(location)
 
 
@@ -250,6 +253,3 @@ def check_requirements(requirements: dict, installed: dict) -> list:
             problems.append(f"{name} {version} is installed; the package needs {name}{specifier} ({fix})")
     return problems
 
-
-def _describe_map(reference: str) -> PackageInfo:
-    return PackageInfo(path=reference, mode="map", name=reference)

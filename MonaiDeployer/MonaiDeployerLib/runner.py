@@ -163,6 +163,11 @@ class Job:
 
     def cancel(self) -> None:
         self._call.cancel()
+        if self.package.mode == "map":  # killing the worker does not stop a container: remove it by name
+            from .backends.map import container_names, remove_container
+            from .containers import find_runtime
+
+            remove_container(find_runtime(self.package.settings.get("runtime")), *container_names(self._folder))
         if not self.done:
             self._finish()
 

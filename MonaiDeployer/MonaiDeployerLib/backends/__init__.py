@@ -40,6 +40,10 @@ def create_backend(mode: str):
         from .deploy import DeployBackend
 
         return DeployBackend()
+    if mode == "map":
+        from .map import MapBackend
+
+        return MapBackend()
     raise PackageError(f"{mode} mode is not available in this version of MonaiDeployer yet")
 
 

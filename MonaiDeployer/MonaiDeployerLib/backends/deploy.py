@@ -62,8 +62,7 @@ class DeployBackend:
 
         report("postprocess", None)
         started = time.perf_counter()
-        outputs = [(name, labelmap, _labels_of(labelmap, labels, package))
-                   for name, labelmap, labels in _read_outputs(output_folder, volume)]
+        outputs = read_outputs(output_folder, volume, package)
         timings["read_app_output"] = time.perf_counter() - started
         _, labelmap, labels = outputs[0]
         return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm",
@@ -113,7 +112,7 @@ def _run_cold(argv: list, device: str, log_path: str) -> None:
         with open(log_path, encoding="utf-8", errors="replace") as log:
             lines = [line.rstrip() for line in log if line.strip()]
         raise PackageError(f"the app exited with status {finished.returncode}: "
-                           + " | ".join(_traceback_tail(lines)))
+                           + " | ".join(traceback_tail(lines)))
 
 
 def _run_warm(application, argv: list) -> None:
@@ -125,28 +124,29 @@ def _run_warm(application, argv: list) -> None:
 
 def _last_lines(error: BaseException) -> str:
     lines = traceback.format_exception(error)
-    return " | ".join(_traceback_tail([line.rstrip() for text in lines for line in text.splitlines()]))
+    return " | ".join(traceback_tail([line.rstrip() for text in lines for line in text.splitlines()]))
 
 
-def _traceback_tail(lines: list) -> list:
+def traceback_tail(lines: list) -> list:
     """The last lines of an app's output that tell where it failed: its traceback's end, else its last words."""
     starts = [index for index, line in enumerate(lines) if line.startswith("Traceback")]
     tail = lines[starts[-1]:] if starts else lines
     return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]
 
 
-def _read_outputs(folder: str, volume) -> list:
+def read_outputs(folder: str, volume, package) -> list:
     """Every output the app wrote under ``-o`` (NIfTI or NRRD labelmaps, DICOM SEGs), each on the input grid.
 
     Returns (name, labelmap, labels) in file-name order; a DICOM SEG names its segments, a labelmap
-    file does not (its labels come from the package).
+    file does not (its labels come from the package, else label_N).
     """
     written = sorted(os.path.join(parent, name) for parent, _, names in os.walk(folder) for name in names)
     outputs = [path for path in written if volume_suffix(path) in SUFFIXES or is_dicom_seg(path)]
     if not outputs:
         listed = ", ".join(os.path.relpath(path, folder) for path in written)
         raise PackageError(f"the app wrote no NIfTI, NRRD or DICOM SEG output (it wrote {listed or 'nothing'})")
-    return [_read_output(path, folder, volume) for path in outputs]
+    return [(name, labelmap, _labels_of(labelmap, labels, package))
+            for name, labelmap, labels in (_read_output(path, folder, volume) for path in outputs)]
 
 
 def _read_output(path: str, folder: str, volume) -> tuple:
