@@ -128,6 +128,27 @@ def test_the_map_segments_held_out_volumes_in_a_hardened_container(phantom_map, 
     assert our_containers() == []
 
 
+def test_cli_and_mrml_logic_run_the_map(phantom_map, held_out, tmp_path, scene):
+    from MonaiDeployerLib import read_volume, sampledata, write_volume
+    from MonaiDeployerLib.noderun import NodeSegmentation
+    from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
+
+    _, volume, truth = held_out[1]
+    source, output = tmp_path / "case.nii.gz", tmp_path / "seg.nii.gz"
+    write_volume(source, volume)
+    finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "run", phantom_map, str(source), str(output),
+                               "--runtime", "podman"], capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer",
+                              check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert min(dice_per_label(read_volume(output).array, truth, [1, 2]).values()) >= MINIMUM_DICE
+
+    node, truth = held_out_node(scene, sampledata.held_out_cases()[2])
+    with Runner(device="cpu") as runner:
+        output_node = NodeSegmentation(runner, open_package(phantom_map, mode="map", runtime="podman"), node).wait()
+    assert min(dice_per_label(node_array(output_node), truth, [1, 2]).values()) >= MINIMUM_DICE
+    assert our_containers() == []
+
+
 def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out):
     with Runner(device="cpu") as runner:
         job = runner.submit(open_package(phantom_map, mode="map", runtime="podman"), held_out[2][1])
