@@ -60,13 +60,9 @@ class DeployBackend:
             _run_warm(application, argv)
             timings["app"] = time.perf_counter() - started
 
-        report("postprocess", None)
-        started = time.perf_counter()
-        outputs = read_outputs(output_folder, volume, package)
-        timings["read_app_output"] = time.perf_counter() - started
-        _, labelmap, labels = outputs[0]
-        return Segmented(labelmap, labels, dict(package.colors), timings, model_cached=settings["launch"] == "warm",
-                         others=outputs[1:])
+        segmented = segmented_outputs(output_folder, volume, package, timings, report)
+        segmented.model_cached = settings["launch"] == "warm"
+        return segmented
 
     def _application(self, package):
         """The app's ``Application`` class, imported once per app content; (class, already imported)."""
@@ -132,6 +128,16 @@ def traceback_tail(lines: list) -> list:
     starts = [index for index, line in enumerate(lines) if line.startswith("Traceback")]
     tail = lines[starts[-1]:] if starts else lines
     return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]
+
+
+def segmented_outputs(folder: str, volume, package, timings: dict, report) -> Segmented:
+    """The app's outputs as the backend's answer: the first is the result, the others come with it."""
+    report("postprocess", None)
+    started = time.perf_counter()
+    outputs = read_outputs(folder, volume, package)
+    timings["read_app_output"] = time.perf_counter() - started
+    _, labelmap, labels = outputs[0]
+    return Segmented(labelmap, labels, dict(package.colors), timings, others=outputs[1:])
 
 
 def read_outputs(folder: str, volume, package) -> list:

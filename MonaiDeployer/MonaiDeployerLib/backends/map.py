@@ -17,7 +17,7 @@ from ..errors import PackageError
 from ..maps import inspect_map
 from ..volume import write_volume
 from . import Segmented
-from .deploy import read_outputs, traceback_tail
+from .deploy import segmented_outputs, traceback_tail
 
 APP_LOG = "map.log"
 CONTAINER_PREFIX = "monaideployer-"
@@ -55,12 +55,7 @@ class MapBackend:
         _run_container(runtime, facts, input_folder, output_folder, container_names(work_folder)[1],
                        os.path.join(work_folder, APP_LOG))
         timings["container"] = time.perf_counter() - started
-        report("postprocess", None)
-        started = time.perf_counter()
-        outputs = read_outputs(output_folder, volume, package)
-        timings["read_app_output"] = time.perf_counter() - started
-        _, labelmap, labels = outputs[0]
-        return Segmented(labelmap, labels, dict(package.colors), timings, others=outputs[1:])
+        return segmented_outputs(output_folder, volume, package, timings, report)
 
 
 def _run_container(runtime: str, facts, input_folder: str, output_folder: str, name: str, log_path: str) -> None:
