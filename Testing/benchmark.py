@@ -11,7 +11,9 @@ whose own floor is MONAI's sliding window called in-process. The bundle rows run
 bundle (the same network and pipeline, written as a MONAI Bundle config) against the warm
 TorchScript run with the sample sidecar, and so do the Deploy rows: the sample NIfTI app
 (Testing/deploy_apps/phantom_nifti, the same network and pipeline as SDK operators) warm in the
-worker, and cold, as ``python app.py -i -o -m`` per prediction (the blog's way).
+worker, and cold, as ``python app.py -i -o -m`` per prediction (the blog's way). With podman and
+the test images of ``Testing/setup_containers.sh``, the same app packaged as a MAP runs cold in a
+container per prediction (the blog's Docker way).
 """
 
 from __future__ import annotations
@@ -30,10 +32,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
 
 from MonaiDeployerLib import Runner, Volume, open_package, sampledata, write_volume  # noqa: E402
+from MonaiDeployerLib.mappackager import package_app  # noqa: E402
 from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
 
 SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
 SAMPLE_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
+MAP_BASE_IMAGE = "localhost/monaideployer-test-sdk:cpu"
+SAMPLE_MAP = "localhost/monaideployer-phantom-map:1.0"
+
+
+def sample_map() -> str | None:
+    """The sample app packaged as a MAP on the test SDK image, or None without podman and that image."""
+    podman = shutil.which("podman")
+    if podman is None or subprocess.run([podman, "image", "exists", MAP_BASE_IMAGE], check=False).returncode != 0:
+        return None
+    return package_app(str(SAMPLE_APP), MAP_BASE_IMAGE, SAMPLE_MAP, "podman", SAMPLE_MODEL, "/opt/venv/bin/python")
 
 
 def median_seconds(action, repeats: int, warmups: int = 2) -> float:
@@ -121,6 +134,11 @@ def main() -> int:
             warm_bundle, _, bundle_timings = warm_runner(runner, bundle, volume, arguments.repeats)
             warm_deploy, _, deploy_timings = warm_runner(runner, warm_app, volume, arguments.repeats)
             cold_deploy, _, cold_deploy_timings = warm_runner(runner, cold_app, volume, 1)
+            image = sample_map()
+            cold_map, map_timings = None, {}
+            if image:
+                cold_map, _, map_timings = warm_runner(runner, open_package(image, mode="map", runtime="podman"),
+                                                       volume, 1)
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -136,6 +154,8 @@ def main() -> int:
         ("warm Deploy app (in the worker)", warm_deploy, warm_sidecar),
         ("cold Deploy app (python app.py)", cold_deploy, warm_sidecar),
     ]
+    if cold_map is not None:
+        rows.append(("cold MAP (podman run)", cold_map, warm_sidecar))
     print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}")
     for name, seconds, baseline in rows:
@@ -146,6 +166,8 @@ def main() -> int:
     print("warm bundle run:   " + _stages(bundle_timings))
     print("warm Deploy run:   " + _stages(deploy_timings))
     print("cold Deploy run:   " + _stages(cold_deploy_timings))
+    if map_timings:
+        print("cold MAP run:      " + _stages(map_timings))
     print(f"target: warm runner <= 1.1 x floor + 50 ms = {target:.3f} s; "
           f"measured {warm:.3f} s: {_verdict(warm, target)}")
     bundle_target = 1.2 * warm_sidecar
