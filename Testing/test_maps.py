@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT, assert_held_out_segmented
 
-from MonaiDeployerLib import Cancelled, PackageError, Runner, open_package
+from MonaiDeployerLib import Cancelled, PackageError, Runner, Volume, open_package
 from MonaiDeployerLib.maps import inspect_map
 from MonaiDeployerLib.selftest import SAMPLE_MODEL
 
@@ -48,17 +49,21 @@ PACKAGE_MANIFEST = {"apiVersion": "1.0.0", "applicationRoot": "/opt/holoscan/app
 @pytest.fixture(scope="module")
 def test_map(tmp_path_factory) -> str:
     """A MAP-shaped image: both manifests, OCI labels, HOLOSCAN_* variables, no CUDA."""
-    context = tmp_path_factory.mktemp("map")
+    return build_map(tmp_path_factory.mktemp("map"), TEST_MAP, [
+        "ENV HOLOSCAN_INPUT_PATH=/var/holoscan/input HOLOSCAN_OUTPUT_PATH=/var/holoscan/output",
+        'LABEL org.opencontainers.image.title="Phantom test MAP" org.opencontainers.image.version="1.0"'])
+
+
+def build_map(context, tag: str, lines: list) -> str:
+    """An image of the test base image with both MAP manifests and the Containerfile ``lines`` after them."""
+    context.mkdir(parents=True, exist_ok=True)
     (context / "app.json").write_text(json.dumps(APP_MANIFEST))
     (context / "pkg.json").write_text(json.dumps(PACKAGE_MANIFEST))
-    (context / "Containerfile").write_text(
-        f"FROM {BASE_IMAGE}\n"
-        "COPY app.json pkg.json /etc/holoscan/\n"
-        "ENV HOLOSCAN_INPUT_PATH=/var/holoscan/input HOLOSCAN_OUTPUT_PATH=/var/holoscan/output\n"
-        'LABEL org.opencontainers.image.title="Phantom test MAP" org.opencontainers.image.version="1.0"\n')
-    subprocess.run(["podman", "build", "--quiet", "-t", TEST_MAP, "-f", str(context / "Containerfile"), str(context)],
+    (context / "Containerfile").write_text("\n".join([f"FROM {BASE_IMAGE}", "COPY app.json pkg.json /etc/holoscan/",
+                                                      *lines]) + "\n")
+    subprocess.run(["podman", "build", "--quiet", "-t", tag, "-f", str(context / "Containerfile"), str(context)],
                    check=True, capture_output=True)
-    return TEST_MAP
+    return tag
 
 
 def our_containers() -> list:
@@ -160,4 +165,18 @@ def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out):
         job.cancel()
         with pytest.raises(Cancelled):
             job.wait()
+    assert our_containers() == []
+
+
+@pytest.mark.parametrize(("command", "cause"), [
+    (["python3", "-c", "print('segmenting'); raise SystemExit('no lungs found in this phantom')"],
+     r"the MAP's app exited with status 1: segmenting \| no lungs found in this phantom"),
+    (["python3", "-c", "print('done, but wrote nothing')"],
+     r"the app wrote no NIfTI, NRRD or DICOM SEG output \(it wrote nothing\)"),
+])
+def test_a_failing_map_is_named_and_leaves_no_container(tmp_path, command, cause):
+    image = build_map(tmp_path / "context", "localhost/monaideployer-test-failing-map:1",
+                      [f"CMD {json.dumps(command)}"])
+    with Runner(device="cpu") as runner, pytest.raises(PackageError, match=cause):
+        runner.run(open_package(image, mode="map", runtime="podman"), Volume(np.zeros((8, 8, 8), np.float32)))
     assert our_containers() == []
