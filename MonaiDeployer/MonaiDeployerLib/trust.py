@@ -34,7 +34,8 @@ def home_folder() -> str:
 def content_hash(path: str) -> str:
     """SHA-256 over a file, or over a folder's relative file names and contents (caches left out)."""
     files = [path] if os.path.isfile(path) else _folder_files(path)
-    signature = tuple((name, os.stat(name).st_mtime_ns, os.stat(name).st_size) for name in files)
+    statuses = [os.stat(name) for name in files]
+    signature = tuple((name, status.st_mtime_ns, status.st_size) for name, status in zip(files, statuses, strict=True))
     if _hash_memo.get(path, (None,))[0] == signature:
         return _hash_memo[path][1]
     digest = hashlib.sha256()

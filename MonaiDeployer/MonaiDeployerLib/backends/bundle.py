@@ -75,12 +75,12 @@ class BundlePipeline:
         self.device = device
         self.package = package
         parser = parse_inference_config(self.root, config_name, device)
-        made_with = package.settings.get("made_with", {})
+        self.made_with = package.settings.get("made_with", {})
         self.preprocessing = in_memory_transforms(
-            instantiate(parser, "preprocessing", "its pre-processing", made_with), "pre")
+            instantiate(parser, "preprocessing", "its pre-processing", self.made_with), "pre")
         self.postprocessing = in_memory_transforms(
-            instantiate(parser, "postprocessing", "its post-processing", made_with), "post")
-        self.inferer = instantiate(parser, "inferer", "how the network is applied", made_with)
+            instantiate(parser, "postprocessing", "its post-processing", self.made_with), "post")
+        self.inferer = instantiate(parser, "inferer", "how the network is applied", self.made_with)
         self.image_key = self._image_key(parser)
         self.network = self._network(parser, package.path if form == "torchscript" else None)
         self.amp = _evaluator_uses_amp(parser) and device.type == "cuda"
@@ -104,8 +104,7 @@ class BundlePipeline:
             except Exception as error:
                 raise PackageError(f"cannot load the bundle's TorchScript network: {one_line_cause(error)}") from error
         elif os.path.isfile(weights):
-            network = instantiate(parser, "network_def", "the network's architecture",
-                                  self.package.settings.get("made_with", {}))
+            network = instantiate(parser, "network_def", "the network's architecture", self.made_with)
             if not isinstance(network, torch.nn.Module):
                 raise PackageError(f"the bundle's network_def built a {type(network).__name__}, not a torch module")
             network.load_state_dict(_state_dict(weights, network))

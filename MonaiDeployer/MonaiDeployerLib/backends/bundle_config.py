@@ -30,7 +30,7 @@ def parse_inference_config(root: str, config_name: str, device):
     from monai.bundle import ConfigParser
 
     path = os.path.join(root, "configs", config_name)
-    parser = ConfigParser(globals={"torch": TorchOnDevice(device)})
+    parser = ConfigParser()
     try:
         parser.read_config(path)
     except Exception as error:  # json and yaml raise their own types for a file that is not valid
@@ -38,8 +38,9 @@ def parse_inference_config(root: str, config_name: str, device):
                            f"{one_line_cause(error)}") from error
     if not isinstance(parser.config, dict):
         raise PackageError(f"configs/{config_name} must hold a mapping of config ids")
-    _send_cuda_strings_to(parser.config, str(device))
-    _drop_loader_readers(parser.config)
+    for entry in _mappings_in(parser.config):
+        _send_cuda_strings_to(entry, str(device))
+        _drop_loader_reader(entry)
     parser["bundle_root"] = root
     parser["device"] = device
     parser.globals = DeviceGlobals(parser.globals, device)
@@ -106,27 +107,27 @@ class DeviceGlobals(dict):
             value = self._torch
         super().__setitem__(key, value)
 
-    def copy(self):
-        return dict(self)
+
+def _mappings_in(config):
+    """Every mapping in a parsed config, nested ones included."""
+    if isinstance(config, dict):
+        yield config
+    children = config.values() if isinstance(config, dict) else config if isinstance(config, list) else ()
+    for child in children:
+        yield from _mappings_in(child)
 
 
-def _send_cuda_strings_to(config, device: str) -> None:
+def _send_cuda_strings_to(entry: dict, device: str) -> None:
     """Plain ``"cuda..."`` values under ``device`` or ``map_location`` keys become ``device``."""
-    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
-    for key, value in list(items):
-        if isinstance(value, str) and key in DEVICE_KEYS and value.startswith("cuda"):
-            config[key] = device
-        else:
-            _send_cuda_strings_to(value, device)
+    for key in DEVICE_KEYS:
+        if isinstance(entry.get(key), str) and entry[key].startswith("cuda"):
+            entry[key] = device
 
 
-def _drop_loader_readers(config) -> None:
+def _drop_loader_reader(entry: dict) -> None:
     """A ``LoadImaged`` here never reads a file, so it needs no reader (``ITKReader`` would need itk installed)."""
-    items = config.values() if isinstance(config, dict) else config if isinstance(config, list) else ()
-    if isinstance(config, dict) and str(config.get("_target_", "")).split(".")[-1] in LOADER_NAMES:
-        config.pop("reader", None)
-    for value in items:
-        _drop_loader_readers(value)
+    if str(entry.get("_target_", "")).split(".")[-1] in LOADER_NAMES:
+        entry.pop("reader", None)
 
 
 def use_scripts_of(root: str) -> None:
