@@ -47,6 +47,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 OUTPUT_KIND_CHOICES = ("labelmap", "segmentation")
 APP_LAUNCH_CHOICES = ("warm", "cold")
 APP_INPUT_FORMAT_CHOICES = ("auto", "nifti", "dicom")
+CONTAINER_RUNTIME_CHOICES = ("auto", "podman", "docker")
 # What the worker needs to run a package of each mode; a MAP brings its own environment in its image.
 WORKER_PACKAGES = {"torchscript": ("torch", "monai"), "bundle": ("torch", "monai"), "deploy": ("torch", "monai")}
 POLL_INTERVAL_MS = 100
@@ -97,8 +98,10 @@ class MonaiDeployerParameterNode:
     outputKind - The kind of node created when outputNode is None.
     outputNode - An existing labelmap or segmentation to overwrite; None creates a new node on each run.
     appModelPath - MONAI Deploy apps: the model given with -m; empty means the one in the app's folder.
-    appLaunch - MONAI Deploy apps: "warm" (re-run in the worker) or "cold" (a new process each run).
-    appInputFormat - MONAI Deploy apps: "auto", "nifti" or "dicom".
+    appLaunch - MONAI Deploy apps and MAPs: "warm" (re-run in the worker, or in one kept container) or "cold"
+        (a new process or container each run).
+    appInputFormat - MONAI Deploy apps and MAPs: "auto", "nifti" or "dicom".
+    containerRuntime - MAPs: "auto" (the first of podman, docker that answers), "podman" or "docker".
     runTimeout - Seconds after which a run that has not finished is stopped; 0 means never.
     """
 
@@ -112,6 +115,7 @@ class MonaiDeployerParameterNode:
     appModelPath: str = ""
     appLaunch: Annotated[str, Choice(list(APP_LAUNCH_CHOICES))] = "warm"
     appInputFormat: Annotated[str, Choice(list(APP_INPUT_FORMAT_CHOICES))] = "auto"
+    containerRuntime: Annotated[str, Choice(list(CONTAINER_RUNTIME_CHOICES))] = "auto"
     runTimeout: Annotated[int, Minimum(0)] = 0
 
 
@@ -273,7 +277,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _packageKey(self) -> tuple:
         p = self._parameterNode
         return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device, p.appModelPath.strip(), p.appLaunch,
-                p.appInputFormat)
+                p.appInputFormat, p.containerRuntime)
 
     def isRunning(self) -> bool:
         return self._job is not None
@@ -337,6 +341,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.packageInfoBrowser.setHtml(messageHtml(_("This is not a usable model package."), str(error)))
             return
         self.ui.packagePathLineEdit.addCurrentPathToHistory()
+        if package.mode == "map":
+            self.ui.packageInfoBrowser.setHtml(self._mapInfoHtml(package))
+            return
         environment, problems, workerError = None, [], None
         try:
             with slicer.util.WaitCursor():
@@ -348,6 +355,20 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.packageInfoBrowser.setHtml(packageInfoHtml(package, environment, problems, workerError,
                                                            self.logic.isTrusted(package)))
         self._preferSegmentationForOverlaps(package)
+
+    def _mapInfoHtml(self, package) -> str:
+        """A MAP's manifests, resources and CUDA verdict, read from the image before any run."""
+        from MonaiDeployerLib import MonaiDeployerError, NotAMapError
+
+        try:
+            with slicer.util.WaitCursor():
+                title, facts = self.logic.describeMap(package, self._parameterNode.device)
+        except NotAMapError as error:
+            return messageHtml(_("This image is not a MONAI Application Package."),
+                               str(error) + " " + _("Apply asks whether to run its entry point anyway."))
+        except MonaiDeployerError as error:
+            return messageHtml(_("This image cannot be run."), str(error))
+        return factsHtml(title, facts)
 
     def _preferSegmentationForOverlaps(self, package) -> None:
         """A labelmap holds one label per voxel: for a model whose segments overlap, make a segmentation instead."""
@@ -375,6 +396,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
             try:
                 package = self._openChosenPackage()
+                if package.mode == "map":
+                    package = self._mapOrEntryPoint(package)
+                    if package is None:
+                        return
                 if not self._trusted(package) or not self._workerReady(package):
                     return
                 self._jobCreatesNode = p.outputNode is None
@@ -388,11 +413,28 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
         self._pollTimer.start()
 
-    def _openChosenPackage(self):
-        """The package the panel names, with its Deploy app options (ignored by other modes)."""
+    def _openChosenPackage(self, entryPoint: bool = False):
+        """The package the panel names, with its Deploy app and MAP options (ignored by other modes)."""
         p = self._parameterNode
         return self.logic.openPackage(p.packagePath, p.mode, appModel=p.appModelPath, appLaunch=p.appLaunch,
-                                      appInputFormat=p.appInputFormat)
+                                      appInputFormat=p.appInputFormat, containerRuntime=p.containerRuntime,
+                                      entryPoint=entryPoint)
+
+    def _mapOrEntryPoint(self, package):
+        """The MAP to run; for an image without MAP manifests, its own entry point if the user agrees, else None."""
+        from MonaiDeployerLib import NotAMapError
+
+        try:
+            with slicer.util.WaitCursor():
+                self.logic.describeMap(package, self._parameterNode.device)
+            return package
+        except NotAMapError as error:
+            if slicer.util.confirmYesNoDisplay(
+                    _("{error}\n\nRun the image's own entry point anyway?").format(error=error),
+                    windowTitle=_("MONAI Deployer: not a MAP")):
+                return self._openChosenPackage(entryPoint=True)
+        self._setStatus(_("Not started: the image is not a MONAI Application Package."))
+        return None
 
     def _trusted(self, package) -> bool:
         """Ask once per package content before running code that comes with it."""
@@ -584,6 +626,15 @@ def messageHtml(title: str, detail: str) -> str:
     return f"<p><b>{html.escape(title)}</b></p><p>{html.escape(detail)}</p>"
 
 
+def factRows(facts: list) -> str:
+    """(heading, text) pairs as lines of the info card."""
+    return "".join(f"<br><b>{html.escape(heading.capitalize())}:</b> {html.escape(text)}" for heading, text in facts)
+
+
+def factsHtml(title: str, facts: list) -> str:
+    return f"<h3>{html.escape(title)}</h3><p>{factRows(facts)}</p>"
+
+
 def packageInfoHtml(package, environment, problems: list, workerError: str | None, trusted: bool) -> str:
     """The info card: what the package says about itself and whether the worker can run it."""
     from MonaiDeployerLib.packages import normalise_name, package_facts
@@ -592,8 +643,7 @@ def packageInfoHtml(package, environment, problems: list, workerError: str | Non
     parts = [f"<h3>{e(package.name)} <small>{e(package.version)}</small></h3>"]
     if package.description:
         parts.append(f"<p>{e(package.description)}</p>")
-    facts = "".join(f"<br><b>{e(heading.capitalize())}:</b> {e(text)}"
-                    for heading, text in package_facts(package, trusted))
+    facts = factRows(package_facts(package, trusted))
     parts.append("<p><b>{}</b> {}<br><b>{}</b> {}{}</p>".format(
         e(_("Mode:")), e(package.mode), e(_("Package:")), e(package.path), facts))
 
@@ -682,13 +732,26 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def openPackage(path: str, mode: str | None = None, appModel: str = "", appLaunch: str = "warm",
-                    appInputFormat: str = "auto"):
-        """Describe a package; mode None or "auto" detects it. The app* options apply to MONAI Deploy apps."""
+                    appInputFormat: str = "auto", containerRuntime: str = "auto", entryPoint: bool = False):
+        """Describe a package; mode None or "auto" detects it. The app* options apply to MONAI Deploy apps and
+        MAPs, containerRuntime and entryPoint (run an image that is not a MAP anyway) to MAPs."""
         from MonaiDeployerLib import open_package
 
         return open_package(path.strip(), mode=None if mode in (None, "auto") else mode,
                             model=appModel.strip() or None, launch=appLaunch,
-                            input_format=None if appInputFormat == "auto" else appInputFormat)
+                            input_format=None if appInputFormat == "auto" else appInputFormat,
+                            runtime=None if containerRuntime == "auto" else containerRuntime, entry_point=entryPoint)
+
+    @staticmethod
+    def describeMap(package, device: str = "auto") -> tuple:
+        """A MAP image's title and (heading, text) facts, its CUDA verdict among them; raises NotAMapError."""
+        from MonaiDeployerLib.containers import find_runtime
+        from MonaiDeployerLib.maps import describe_map, inspect_map
+
+        facts = inspect_map(find_runtime(package.settings.get("runtime")), package.path,
+                            entry_point=package.settings.get("entry_point", False))
+        return f"{facts.title} {facts.version}".strip(), describe_map(facts, facts.verdict(
+            gpu_requested=device != "cpu"))
 
     def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None,
               trust=False):

@@ -13,7 +13,7 @@ TorchScript run with the sample sidecar, and so do the Deploy rows: the sample N
 (Testing/deploy_apps/phantom_nifti, the same network and pipeline as SDK operators) warm in the
 worker, and cold, as ``python app.py -i -o -m`` per prediction (the blog's way). With podman and
 the test images of ``Testing/setup_containers.sh``, the same app packaged as a MAP runs cold in a
-container per prediction (the blog's Docker way).
+container per prediction (the blog's Docker way) and warm in one kept container.
 """
 
 from __future__ import annotations
@@ -135,10 +135,13 @@ def main() -> int:
             warm_deploy, _, deploy_timings = warm_runner(runner, warm_app, volume, arguments.repeats)
             cold_deploy, _, cold_deploy_timings = warm_runner(runner, cold_app, volume, 1)
             image = sample_map()
-            cold_map, map_timings = None, {}
+            cold_map = warm_map = None
+            map_timings = warm_map_timings = {}
             if image:
-                cold_map, _, map_timings = warm_runner(runner, open_package(image, mode="map", runtime="podman"),
-                                                       volume, 1)
+                cold_map, _, map_timings = warm_runner(
+                    runner, open_package(image, mode="map", runtime="podman", launch="cold"), volume, 1)
+                warm_map, _, warm_map_timings = warm_runner(
+                    runner, open_package(image, mode="map", runtime="podman"), volume, arguments.repeats)
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -156,6 +159,7 @@ def main() -> int:
     ]
     if cold_map is not None:
         rows.append(("cold MAP (podman run)", cold_map, warm_sidecar))
+        rows.append(("warm MAP (one kept container)", warm_map, warm_sidecar))
     print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}")
     for name, seconds, baseline in rows:
@@ -168,6 +172,7 @@ def main() -> int:
     print("cold Deploy run:   " + _stages(cold_deploy_timings))
     if map_timings:
         print("cold MAP run:      " + _stages(map_timings))
+        print("warm MAP run:      " + _stages(warm_map_timings))
     print(f"target: warm runner <= 1.1 x floor + 50 ms = {target:.3f} s; "
           f"measured {warm:.3f} s: {_verdict(warm, target)}")
     bundle_target = 1.2 * warm_sidecar
@@ -176,6 +181,10 @@ def main() -> int:
     deploy_target = 1.2 * warm_sidecar + 0.100
     print(f"target: warm Deploy app <= 1.2 x warm TorchScript (sidecar) + 100 ms = {deploy_target:.3f} s; "
           f"measured {warm_deploy:.3f} s: {_verdict(warm_deploy, deploy_target)}")
+    if warm_map is not None:
+        map_target = 1.2 * warm_sidecar + 0.150
+        print(f"target: warm MAP <= 1.2 x warm TorchScript (sidecar) + 150 ms = {map_target:.3f} s; "
+              f"measured {warm_map:.3f} s: {_verdict(warm_map, map_target)}")
     return 0
 
 

@@ -16,15 +16,17 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, assert_held_out_segmented
 
-from MonaiDeployerLib import Cancelled, PackageError, Runner, Volume, open_package
+from MonaiDeployerLib import Cancelled, NotAMapError, PackageError, Runner, Volume, open_package
 from MonaiDeployerLib.maps import inspect_map
-from MonaiDeployerLib.selftest import SAMPLE_MODEL
+from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 BASE_IMAGE = "localhost/monaideployer-test-base:bookworm"
 SDK_IMAGE = "localhost/monaideployer-test-sdk:cpu"
 TEST_MAP = "localhost/monaideployer-test-map:1.0"
 PHANTOM_MAP = "localhost/monaideployer-phantom-map:1.0"
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
+DICOM_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_dicom"
+PHANTOM_DICOM_MAP = "localhost/monaideployer-phantom-dicom-map:1.0"
 LABELS = {1: "organ", 2: "lesion"}
 
 
@@ -54,12 +56,13 @@ def test_map(tmp_path_factory) -> str:
         'LABEL org.opencontainers.image.title="Phantom test MAP" org.opencontainers.image.version="1.0"'])
 
 
-def build_map(context, tag: str, lines: list) -> str:
-    """An image of the test base image with both MAP manifests and the Containerfile ``lines`` after them."""
+def build_map(context, tag: str, lines: list, base: str = BASE_IMAGE, command: list | None = None) -> str:
+    """An image of ``base`` with both MAP manifests (``command`` in app.json) and the Containerfile ``lines``."""
     context.mkdir(parents=True, exist_ok=True)
-    (context / "app.json").write_text(json.dumps(APP_MANIFEST))
+    manifest = dict(APP_MANIFEST, command=json.dumps(command)) if command else APP_MANIFEST
+    (context / "app.json").write_text(json.dumps(manifest))
     (context / "pkg.json").write_text(json.dumps(PACKAGE_MANIFEST))
-    (context / "Containerfile").write_text("\n".join([f"FROM {BASE_IMAGE}", "COPY app.json pkg.json /etc/holoscan/",
+    (context / "Containerfile").write_text("\n".join([f"FROM {base}", "COPY app.json pkg.json /etc/holoscan/",
                                                       *lines]) + "\n")
     subprocess.run(["podman", "build", "--quiet", "-t", tag, "-f", str(context / "Containerfile"), str(context)],
                    check=True, capture_output=True)
@@ -105,16 +108,20 @@ def test_an_image_that_does_not_exist_is_named():
         inspect_map("podman", "localhost/no-such-map:0")
 
 
-@pytest.fixture(scope="module")
-def phantom_map() -> str:
-    """The phantom NIfTI Deploy app packaged by ``package`` on the SDK base image (Debian, venv with torch CPU)."""
-    finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "package", str(NIFTI_APP), "--base", SDK_IMAGE,
-                               "--tag", PHANTOM_MAP, "--runtime", "podman", "--model", SAMPLE_MODEL,
+def package_with_cli(app, tag: str) -> str:
+    """``app`` packaged by ``package`` on the SDK base image (Debian, venv with torch CPU)."""
+    finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "package", str(app), "--base", SDK_IMAGE,
+                               "--tag", tag, "--runtime", "podman", "--model", SAMPLE_MODEL,
                                "--python", "/opt/venv/bin/python"],
                               capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer", check=False)
     assert finished.returncode == 0, finished.stderr
-    assert finished.stdout.strip() == f"built {PHANTOM_MAP}"
-    return PHANTOM_MAP
+    assert finished.stdout.strip() == f"built {tag}"
+    return tag
+
+
+@pytest.fixture(scope="module")
+def phantom_map() -> str:
+    return package_with_cli(NIFTI_APP, PHANTOM_MAP)
 
 
 def test_a_packaged_app_is_a_map(phantom_map):
@@ -126,37 +133,75 @@ def test_a_packaged_app_is_a_map(phantom_map):
     assert facts.environment["HOLOSCAN_MODEL_PATH"] == "/opt/holoscan/models/PhantomUNet.ts"
 
 
-def test_the_map_segments_held_out_volumes_in_a_hardened_container(phantom_map, held_out):
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_the_map_segments_held_out_volumes_in_a_hardened_container(phantom_map, held_out, launch):
     with Runner(device="cpu") as runner:
-        assert_held_out_segmented(runner, open_package(phantom_map, mode="map", runtime="podman"), held_out,
-                                  {1: "label_1", 2: "label_2"}, "map")
+        assert_held_out_segmented(runner, open_package(phantom_map, mode="map", runtime="podman", launch=launch),
+                                  held_out, LABELS, launch)
     assert our_containers() == []
 
 
-def test_cli_and_mrml_logic_run_the_map(phantom_map, held_out, tmp_path, scene):
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_a_dicom_map_gets_a_series_or_the_original_files(held_out, tmp_path, launch):
+    """The SDK's DICOM operators inside the container; a blank volume with its original series proves the
+    originals (links on the host) reach the container as files."""
+    from MonaiDeployerLib.dicom import write_dicom_series
+
+    image = package_with_cli(DICOM_APP, PHANTOM_DICOM_MAP)
+    assert inspect_map("podman", image).input_formats == ["dicom"]
+    _, volume, truth = held_out[0]
+    originals = write_dicom_series(volume, str(tmp_path))
+    blank = Volume(np.zeros(volume.shape, np.float32), volume.ijk_to_ras)
+    package = open_package(image, mode="map", runtime="podman", launch=launch)
+    with Runner(device="cpu") as runner:
+        for result in (runner.run(package, volume), runner.run(package, blank, dicom_files=originals)):
+            assert result.labels == LABELS  # the DICOM SEG's segment names
+            assert result.labelmap.same_grid(volume, tolerance=1e-9)
+            assert min(dice_per_label(result.labelmap.array, truth, [1, 2]).values()) >= MINIMUM_DICE
+    assert our_containers() == []
+
+
+def test_a_warm_map_keeps_one_container_and_its_model_between_runs(phantom_map, held_out):
+    package = open_package(phantom_map, mode="map", runtime="podman")
+    with Runner(device="cpu") as runner:
+        first = runner.run(package, held_out[0][1])
+        assert len(our_containers()) == 1
+        second = runner.run(package, held_out[1][1])
+        assert len(our_containers()) == 1
+    assert "start_container" in first.timings and "import_app" in first.timings
+    assert "start_container" not in second.timings and "import_app" not in second.timings
+    assert second.warm["model"]
+    assert our_containers() == []  # closing the runner stopped it
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_cli_and_mrml_logic_run_the_map(phantom_map, held_out, tmp_path, scene, launch):
     from MonaiDeployerLib import read_volume, sampledata, write_volume
     from MonaiDeployerLib.noderun import NodeSegmentation
-    from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
+    from MonaiDeployerLib.selftest import held_out_node, node_array
 
     _, volume, truth = held_out[1]
-    source, output = tmp_path / "case.nii.gz", tmp_path / "seg.nii.gz"
+    source, output = tmp_path / "case.nii.gz", tmp_path / "seg.seg.nrrd"
     write_volume(source, volume)
     finished = subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "run", phantom_map, str(source), str(output),
-                               "--runtime", "podman"], capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer",
-                              check=False)
+                               "--runtime", "podman", *(["--cold"] if launch == "cold" else [])],
+                              capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer", check=False)
     assert finished.returncode == 0, finished.stderr
+    assert "  1 organ: " in finished.stdout and "  2 lesion: " in finished.stdout
     assert min(dice_per_label(read_volume(output).array, truth, [1, 2]).values()) >= MINIMUM_DICE
 
     node, truth = held_out_node(scene, sampledata.held_out_cases()[2])
     with Runner(device="cpu") as runner:
-        output_node = NodeSegmentation(runner, open_package(phantom_map, mode="map", runtime="podman"), node).wait()
+        package = open_package(phantom_map, mode="map", runtime="podman", launch=launch)
+        output_node = NodeSegmentation(runner, package, node).wait()
     assert min(dice_per_label(node_array(output_node), truth, [1, 2]).values()) >= MINIMUM_DICE
     assert our_containers() == []
 
 
-def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out):
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out, launch):
     with Runner(device="cpu") as runner:
-        job = runner.submit(open_package(phantom_map, mode="map", runtime="podman"), held_out[2][1])
+        job = runner.submit(open_package(phantom_map, mode="map", runtime="podman", launch=launch), held_out[2][1])
         deadline = time.monotonic() + 60
         while not our_containers():
             job.poll(block_seconds=0.1)
@@ -165,7 +210,7 @@ def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out):
         job.cancel()
         with pytest.raises(Cancelled):
             job.wait()
-    assert our_containers() == []
+        assert our_containers() == []
 
 
 @pytest.mark.parametrize(("command", "cause"), [
@@ -178,5 +223,63 @@ def test_a_failing_map_is_named_and_leaves_no_container(tmp_path, command, cause
     image = build_map(tmp_path / "context", "localhost/monaideployer-test-failing-map:1",
                       [f"CMD {json.dumps(command)}"])
     with Runner(device="cpu") as runner, pytest.raises(PackageError, match=cause):
+        runner.run(open_package(image, mode="map", runtime="podman", launch="cold"),
+                   Volume(np.zeros((8, 8, 8), np.float32)))
+    assert our_containers() == []
+
+
+FAILING_APP = """
+from monai.deploy.core import Application
+
+
+class NoLungsApp(Application):
+    def compose(self):
+        raise RuntimeError("no lungs found in this phantom")
+
+
+if __name__ == "__main__":
+    NoLungsApp().run()
+"""
+
+
+def test_a_warm_map_whose_app_fails_is_named_and_the_container_still_serves(tmp_path, phantom_map):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "app.py").write_text(FAILING_APP)
+    image = build_map(context, "localhost/monaideployer-test-failing-map:warm",
+                      ["COPY app.py /opt/holoscan/app/app.py"], base=SDK_IMAGE, command=["/opt/venv/bin/python3",
+                                                                                          "/opt/holoscan/app/app.py"])
+    volume = Volume(np.zeros((8, 8, 8), np.float32))
+    with Runner(device="cpu") as runner:
+        for _ in range(2):  # the same container answers again after a failure
+            with pytest.raises(PackageError, match=r"the app failed: .*RuntimeError: no lungs found in this phantom"):
+                runner.run(open_package(image, mode="map", runtime="podman"), volume)
+            assert len(our_containers()) == 1
+    assert our_containers() == []
+
+
+def test_an_image_that_is_not_a_map_runs_its_own_entry_point_only_when_asked(tmp_path, phantom_map, held_out):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Containerfile").write_text(f"FROM {phantom_map}\nRUN rm -r /etc/holoscan\n")
+    image = "localhost/monaideployer-test-entry-point:1"
+    subprocess.run(["podman", "build", "--quiet", "-t", image, str(context)], check=True, capture_output=True)
+    _, volume, truth = held_out[0]
+    with Runner(device="cpu") as runner:
+        with pytest.raises(NotAMapError, match=r"is not a MONAI Application Package: it has no "
+                                               r"/etc/holoscan/app\.json; its own entry point can still run, cold"):
+            runner.run(open_package(image, mode="map", runtime="podman"), volume)
+        result = runner.run(open_package(image, mode="map", runtime="podman", entry_point=True), volume)
+    assert result.labels == {1: "label_1", 2: "label_2"}  # no manifest says where a label file would be
+    assert min(dice_per_label(result.labelmap.array, truth, [1, 2]).values()) >= MINIMUM_DICE
+    assert our_containers() == []
+
+
+def test_only_a_python_app_is_kept_warm(tmp_path):
+    image = build_map(tmp_path / "context", "localhost/monaideployer-test-failing-map:binary", [],
+                      command=["/opt/holoscan/app/segment", "--fast"])
+    with Runner(device="cpu") as runner, pytest.raises(
+            PackageError, match=r"runs /opt/holoscan/app/segment --fast, not a Python app: only a MONAI Deploy app "
+                                r"in Python can be kept warm; run it cold"):
         runner.run(open_package(image, mode="map", runtime="podman"), Volume(np.zeros((8, 8, 8), np.float32)))
     assert our_containers() == []

@@ -237,6 +237,7 @@ def _module_constant(name: str):
 
 def test_choices_match_the_library():
     """The panel lists its choices without importing the library at start-up; they must still agree."""
+    from MonaiDeployerLib.containers import RUNTIMES
     from MonaiDeployerLib.deployapps import INPUT_FORMATS
     from MonaiDeployerLib.noderun import OUTPUT_KINDS
     from MonaiDeployerLib.packages import LAUNCHES, MODES
@@ -244,4 +245,5 @@ def test_choices_match_the_library():
     assert _module_constant("MODE_CHOICES") == ("auto", *MODES)
     assert _module_constant("OUTPUT_KIND_CHOICES") == tuple(OUTPUT_KINDS)
     assert _module_constant("APP_LAUNCH_CHOICES") == LAUNCHES
+    assert _module_constant("CONTAINER_RUNTIME_CHOICES") == ("auto", *RUNTIMES)
     assert _module_constant("APP_INPUT_FORMAT_CHOICES") == ("auto", *INPUT_FORMATS)

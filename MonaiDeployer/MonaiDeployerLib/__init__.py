@@ -3,12 +3,13 @@
 Only light modules are imported here; torch and MONAI are imported by the worker process alone.
 """
 
-from .errors import Cancelled, InputError, MonaiDeployerError, OutputError, PackageError, WorkerError
+from .errors import Cancelled, InputError, MonaiDeployerError, NotAMapError, OutputError, PackageError, WorkerError
 from .packages import MODES, PackageInfo, open_package
 from .runner import Job, Result, Runner
 from .volume import Volume, read_volume, stack_channels, write_volume
 
 __all__ = [
-    "MODES", "Cancelled", "InputError", "Job", "MonaiDeployerError", "OutputError", "PackageError", "PackageInfo",
-    "Result", "Runner", "Volume", "WorkerError", "open_package", "read_volume", "stack_channels", "write_volume",
+    "MODES", "Cancelled", "InputError", "Job", "MonaiDeployerError", "NotAMapError", "OutputError", "PackageError",
+    "PackageInfo", "Result", "Runner", "Volume", "WorkerError", "open_package", "read_volume", "stack_channels",
+    "write_volume",
 ]

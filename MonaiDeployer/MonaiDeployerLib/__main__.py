@@ -11,7 +11,7 @@ import numpy as np
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .containers import find_runtime
 from .mappackager import package_app
-from .maps import inspect_map
+from .maps import describe_map, inspect_map
 from .packages import normalise_name, package_facts
 from .trust import TrustList
 from .volume import check_output, stack_channels, volume_suffix
@@ -47,9 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
     run.add_argument("--cold", action="store_true",
-                     help="MONAI Deploy app: python app.py -i -o -m in a new process (default: warm, in the worker)")
+                     help="MONAI Deploy app: python app.py -i -o -m in a new process; MAP: a new container "
+                          "(default: warm, the app imported once in the worker or in one kept container)")
     run.add_argument("--input-format", choices=("nifti", "dicom"),
-                     help="MONAI Deploy app: hand it NIfTI or a DICOM series (default: what its app.yaml or code says)")
+                     help="MONAI Deploy app or MAP: hand it NIfTI or a DICOM series "
+                          "(default: what its app.yaml, manifest or code says)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="stop a run that has not finished after this long (its processes too)")
     run.add_argument("--trust", action="store_true",
@@ -74,12 +76,15 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python", help="Python for the worker process (default: this one)")
     parser.add_argument("--runtime", choices=("podman", "docker"),
                         help="MAP: the container runtime (default: the first of podman, docker that answers)")
+    parser.add_argument("--entry-point", action="store_true",
+                        help="an image without MAP manifests: run its own entry point anyway (cold), with the volume "
+                             "in /var/holoscan/input and its labelmaps read from /var/holoscan/output")
     parser.add_argument("--model", help="MONAI Deploy app: the model it gets with -m (default: the one in the package)")
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
 
 
 def _inspect(arguments) -> int:
-    package = open_package(arguments.package, arguments.mode, model=arguments.model)
+    package = open_package(arguments.package, arguments.mode, model=arguments.model, runtime=arguments.runtime)
     if package.mode == "map":
         return _inspect_map(arguments, package)
     with Runner(python=arguments.python) as runner:
@@ -117,31 +122,27 @@ def _package(arguments) -> int:
 
 def _inspect_map(arguments, package) -> int:
     """A MAP's labels, manifests and resources, and whether its CUDA can run here, before any run."""
-    facts = inspect_map(find_runtime(arguments.runtime), package.path)
+    facts = inspect_map(find_runtime(arguments.runtime), package.path, entry_point=arguments.entry_point)
     verdict = facts.verdict()
     if arguments.json:
         print(json.dumps({"reference": facts.reference, "title": facts.title, "version": facts.version,
                           "input": {"path": facts.input_path, "formats": facts.input_formats},
                           "output": {"path": facts.output_path, "formats": facts.output_formats},
                           "resources": facts.resources, "cuda": facts.cuda,
+                          "labels": {str(value): name for value, name in facts.labels.items()},
                           "verdict": {"kind": verdict.kind, "text": verdict.text}}, indent=2))
         return 0
     print(f"{facts.title} {facts.version}".rstrip())
     print("  mode:         map")
-    print(f"  image:        {facts.reference}")
-    print(f"  input:        {facts.input_path} ({', '.join(facts.input_formats) or 'formats not declared'})")
-    print(f"  output:       {facts.output_path} ({', '.join(facts.output_formats) or 'formats not declared'})")
-    resources = ", ".join(f"{name} {value}" for name, value in facts.resources.items())
-    print(f"  resources:    {resources or 'not declared'}")
-    print(f"  needs CUDA:   {'.'.join(map(str, facts.cuda)) if facts.cuda else 'no'}")
-    print(f"  verdict:      {verdict.text}")
+    for heading, text in describe_map(facts, verdict):
+        print(f"  {heading + ':':14s}{text}")
     return 0
 
 
 def _run(arguments) -> int:
     package = open_package(arguments.package, arguments.mode, model=arguments.model,
                            launch="cold" if arguments.cold else "warm", input_format=arguments.input_format,
-                           runtime=arguments.runtime)
+                           runtime=arguments.runtime, entry_point=arguments.entry_point)
     overlapping = package.settings.get("outputs_overlap")
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)

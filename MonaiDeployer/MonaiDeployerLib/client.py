@@ -25,14 +25,21 @@ from .protocol import Event
 LIBRARY_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MonaiDeployerLib.worker import main; main()"
 STDERR_LINES_KEPT = 40
-ERROR_TYPES = {name: getattr(errors, name) for name in ("InputError", "PackageError", "OutputError", "WorkerError")}
+ERROR_TYPES = {name: getattr(errors, name)
+               for name in ("InputError", "PackageError", "NotAMapError", "OutputError", "WorkerError")}
 
 
 class WorkerClient:
-    """One worker process in ``python`` (default: this interpreter), started on first use."""
+    """One worker process in ``python`` (default: this interpreter), started on first use.
 
-    def __init__(self, python: str | None = None):
+    ``launcher`` starts that Python another way (``podman run -i ... IMAGE python3`` for a warm MAP),
+    and ``library_parent`` is where that Python finds this package.
+    """
+
+    def __init__(self, python: str | None = None, launcher: list | None = None, library_parent: str = LIBRARY_PARENT):
         self.python = python or sys.executable
+        self._launcher = launcher
+        self._library_parent = library_parent
         self._process = None
         self._messages = queue.Queue()
         self._stderr = collections.deque(maxlen=STDERR_LINES_KEPT)
@@ -56,13 +63,13 @@ class WorkerClient:
             if self.alive:
                 return False
             self._reset()
-            if not os.path.exists(self.python):
+            if self._launcher is None and not os.path.exists(self.python):
                 raise WorkerError(f"worker Python not found: {self.python}")
             options = {"start_new_session": True} if os.name == "posix" else {
                 "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
             try:
                 self._process = subprocess.Popen(
-                    [self.python, "-u", "-c", BOOT, LIBRARY_PARENT],
+                    [*(self._launcher or [self.python]), "-u", "-c", BOOT, self._library_parent],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     text=True, encoding="utf-8", errors="replace", bufsize=1, **options,
                 )

@@ -3,11 +3,16 @@
 A runtime is found only when it answers (``docker info`` fails when the docker client has no
 daemon behind it). The CUDA verdict compares what an image declares in its environment
 (``CUDA_VERSION``, ``NVIDIA_REQUIRE_CUDA``) with the highest CUDA the host's NVIDIA driver
-supports (the "CUDA Version" in ``nvidia-smi``'s header), before anything runs.
+supports (the "CUDA Version" in ``nvidia-smi``'s header), before anything runs. As the NVIDIA
+container toolkit reads ``NVIDIA_REQUIRE_CUDA``, space-separated alternatives are ORed: besides
+``cuda>=12.4``, ``brand=tesla,driver>=535,driver<536`` accepts an older driver branch through
+CUDA forward compatibility (the image's ``cuda-compat`` libraries), which works on data-centre
+GPUs only.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -54,6 +59,25 @@ def _does_not_answer(path: str) -> str | None:
     return lines[-1] if lines else f"exit status {finished.returncode}"
 
 
+def container_name(private_folder: str, role: str) -> str:
+    """A container named after the runner's private folder (``monaideployer-…``), so the runner finds all it made."""
+    return f"{os.path.basename(os.path.normpath(private_folder))}-{role}"
+
+
+def remove_containers_of(runtime: str, private_folder: str) -> None:
+    """Remove every container named after a runner's private folder, running or not (after a cancel or a failure)."""
+    prefix = container_name(private_folder, "")
+    try:
+        listed = subprocess.run([runtime, "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
+                                capture_output=True, text=True, timeout=ANSWER_SECONDS * 4, check=False)
+        names = [name for name in listed.stdout.split() if name.startswith(prefix)]
+        if names:
+            subprocess.run([runtime, "rm", "--force", *names], capture_output=True, timeout=ANSWER_SECONDS * 4,
+                           check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # the runtime is gone or hangs: nothing more can be done from here
+
+
 @dataclass
 class HostGpus:
     """What ``nvidia-smi`` says: the driver, the highest CUDA it supports, the GPUs."""
@@ -87,15 +111,32 @@ def read_host_gpus() -> HostGpus | None:
     return parse_nvidia_smi(finished.stdout) if finished.returncode == 0 else None
 
 
+def _as_dict(environment: list | dict) -> dict:
+    if isinstance(environment, list):
+        return dict(entry.split("=", 1) for entry in environment if "=" in entry)
+    return environment
+
+
 def image_cuda(environment: list | dict) -> tuple | None:
     """The CUDA (major, minor) an image is built for, from its environment, or None for an image without CUDA."""
-    if isinstance(environment, list):
-        environment = dict(entry.split("=", 1) for entry in environment if "=" in entry)
+    environment = _as_dict(environment)
     required = re.search(r"cuda>=(\d+)\.(\d+)", environment.get("NVIDIA_REQUIRE_CUDA", ""))
     if required:
         return int(required.group(1)), int(required.group(2))
     version = re.match(r"(\d+)\.(\d+)", environment.get("CUDA_VERSION", ""))
     return (int(version.group(1)), int(version.group(2))) if version else None
+
+
+def forward_compatible_drivers(environment: list | dict) -> list:
+    """The older driver ranges ``NVIDIA_REQUIRE_CUDA`` accepts besides its CUDA version, as (lowest, below) pairs:
+    ``brand=tesla,driver>=535,driver<536`` gives ("535", "536"), once whatever the brands."""
+    ranges = []
+    for alternative in _as_dict(environment).get("NVIDIA_REQUIRE_CUDA", "").split():
+        lowest = re.search(r"driver>=([\d.]+)", alternative)
+        below = re.search(r"driver<([\d.]+)", alternative)
+        if lowest and below and (lowest.group(1), below.group(1)) not in ranges:
+            ranges.append((lowest.group(1), below.group(1)))
+    return ranges
 
 
 @dataclass
@@ -106,8 +147,10 @@ class Verdict:
     text: str
 
 
-def cuda_verdict(needed: tuple | None, host: HostGpus | None, gpu_requested: bool = True) -> Verdict:
-    """Whether an image built for CUDA ``needed`` can use this host's GPUs."""
+def cuda_verdict(needed: tuple | None, host: HostGpus | None, gpu_requested: bool = True,
+                 compatible_drivers: list = ()) -> Verdict:
+    """Whether an image built for CUDA ``needed`` can use this host's GPUs; ``compatible_drivers`` are the driver
+    ranges it accepts through forward compatibility (``forward_compatible_drivers``)."""
     if needed is None:
         return Verdict("cpu", "runs on the CPU only: the image has no CUDA")
     wanted = f"{needed[0]}.{needed[1]}"
@@ -120,11 +163,27 @@ def cuda_verdict(needed: tuple | None, host: HostGpus | None, gpu_requested: boo
     if host.cuda >= needed:
         return Verdict("gpu", f"runs on the GPU: the image needs CUDA {wanted}; driver {host.driver} "
                               f"supports up to CUDA {supported}")
+    accepted = [(lowest, below) for lowest, below in compatible_drivers
+                if _version(lowest) <= _version(host.driver) < _version(below)]
+    consumer = [name for name in host.names if "GEFORCE" in name.upper() or "TITAN" in name.upper()]
+    if accepted and not consumer:
+        return Verdict("gpu", f"runs on the GPU through CUDA forward compatibility: the image needs CUDA {wanted}, "
+                              f"driver {host.driver} supports up to CUDA {supported}, and the image accepts drivers "
+                              f">= {accepted[0][0]} and < {accepted[0][1]} (data-centre GPUs only)")
     driver = _minimum_driver(needed)
+    if accepted:
+        return Verdict("fail", f"will fail on the GPU: the image needs CUDA {wanted} but driver {host.driver} supports "
+                               f"only up to CUDA {supported}, and the forward compatibility the image allows for this "
+                               f"driver works on data-centre GPUs, not on {consumer[0]}; update the NVIDIA driver"
+                               f"{f' to {driver} or newer' if driver else ''}, or run on the CPU (device cpu)")
     fix = f"update the NVIDIA driver{f' to {driver} or newer' if driver else ''}, use an image built for " \
           f"CUDA {supported} or older, or run on the CPU (device cpu)"
     return Verdict("fail", f"will fail on the GPU: the image needs CUDA {wanted} but driver {host.driver} "
                            f"supports only up to CUDA {supported}; {fix}")
+
+
+def _version(text: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", text))
 
 
 def _minimum_driver(needed: tuple) -> str:

@@ -13,6 +13,10 @@ class PackageError(MonaiDeployerError):
     """The model package is missing, unreadable or does not fit the input."""
 
 
+class NotAMapError(PackageError):
+    """A container image without MAP manifests: its own entry point can still run, if the user asks for it."""
+
+
 class OutputError(MonaiDeployerError):
     """The result cannot be written where the user asked."""
 

@@ -51,15 +51,18 @@ class PackageInfo:
         return cls(**document)
 
 
-def open_package(path_or_reference, mode: str | None = None, model: str | None = None,
-                 launch: str = "warm", input_format: str | None = None, runtime: str | None = None) -> PackageInfo:
+def open_package(path_or_reference, mode: str | None = None, model: str | None = None, launch: str = "warm",
+                 input_format: str | None = None, runtime: str | None = None, entry_point: bool = False) -> PackageInfo:
     """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
 
     For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
     (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
     (``python app.py -i -o -m`` in a new process each run, for apps that do not survive re-runs);
     ``input_format`` ("nifti" or "dicom") overrides what the app's ``app.yaml`` or code says it reads.
-    For a MAP, ``runtime`` ("docker" or "podman") picks the container runtime (default: the first that answers).
+    For a MAP, ``runtime`` ("docker" or "podman") picks the container runtime (default: the first that answers),
+    ``launch`` is "warm" (one container kept running) or "cold" (a container per run), and ``input_format``
+    overrides what its manifest says it reads; ``entry_point`` runs an image that is not a MAP (no manifests)
+    through its own entry point, cold.
     """
     if launch not in LAUNCHES:
         raise PackageError(f"unknown launch {launch!r} (use {' or '.join(LAUNCHES)})")
@@ -70,10 +73,14 @@ def open_package(path_or_reference, mode: str | None = None, model: str | None =
     mode = detected if mode in (None, "auto") else mode
     if mode != detected and "map" in (mode, detected):
         raise PackageError(f"{location} is a {detected} package, it cannot run in {mode} mode")
+    if input_format not in (None, *deployapps.INPUT_FORMATS):
+        raise PackageError(f"unknown input format {input_format!r} (use {' or '.join(deployapps.INPUT_FORMATS)})")
     if mode == "deploy":
         return _describe_deploy(location, model, launch, input_format)
     if mode == "map":
-        return PackageInfo(path=location, mode="map", name=location, settings={"runtime": runtime})
+        return PackageInfo(path=location, mode="map", name=location,
+                           settings={"runtime": runtime, "launch": "cold" if entry_point else launch,
+                                     "input_format": input_format, "entry_point": entry_point})
     describe = {"torchscript": _describe_torchscript, "bundle": _describe_bundle}[mode]
     return describe(location)
 
@@ -164,8 +171,6 @@ def _describe_bundle(path: str) -> PackageInfo:
 
 
 def _describe_deploy(path: str, model: str | None, launch: str, input_format: str | None) -> PackageInfo:
-    if input_format not in (None, *deployapps.INPUT_FORMATS):
-        raise PackageError(f"unknown input format {input_format!r} (use {' or '.join(deployapps.INPUT_FORMATS)})")
     app = deployapps.app_file(path)
     app_yaml = deployapps.read_app_yaml(path)
     application = app_yaml.get("application") if isinstance(app_yaml.get("application"), dict) else {}

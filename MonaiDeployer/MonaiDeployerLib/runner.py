@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .client import WorkerClient
+from .containers import find_runtime, remove_containers_of
 from .dicom import DICOM_SOURCE_FOLDER
 from .errors import InputError, PackageError, WorkerError
 from .packages import PackageInfo, check_requirements, missing_requirements, open_package
@@ -58,6 +59,8 @@ class Runner:
         self.client = WorkerClient(python)
         self.trust_list = trust_list or TrustList()
         self._job = None
+        self._jobs_folder = None
+        self._runtimes = set()
 
     @property
     def python(self) -> str:
@@ -70,10 +73,15 @@ class Runner:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker (cancelling a run in flight)."""
+        """Stop the worker (cancelling a run in flight) and any MAP container it kept warm."""
         if self._job is not None and not self._job.done:
             self._job.cancel()
         self.client.close()
+        if self._jobs_folder is not None:
+            for runtime in self._runtimes:  # a worker that had to be killed could not stop its containers
+                remove_containers_of(runtime, self._jobs_folder)
+            shutil.rmtree(self._jobs_folder, ignore_errors=True)
+            self._jobs_folder = None
 
     def environment(self) -> dict:
         return self.client.environment()
@@ -102,8 +110,17 @@ class Runner:
         missing = missing_requirements(package.requirements, self.environment()["packages"])
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
-        self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [])
+        if package.mode == "map":
+            self._runtimes.add(find_runtime(package.settings.get("runtime")))
+        self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [],
+                        self._private_folder())
         return self._job
+
+    def _private_folder(self) -> str:
+        """The folder of this runner's run folders (a warm MAP container sees it, and nothing else of the host)."""
+        if self._jobs_folder is None:
+            self._jobs_folder = tempfile.mkdtemp(prefix="monaideployer-")
+        return self._jobs_folder
 
     def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False,
             dicom_files: list | None = None) -> Result:
@@ -112,16 +129,16 @@ class Runner:
 
 
 class Job:
-    """One run: the input goes to a private temp folder that is removed however the run ends."""
+    """One run: the input goes to a private folder in ``parent_folder`` that is removed however the run ends."""
 
     def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str,
-                 started_worker: bool = False, dicom_files: list = ()):
+                 started_worker: bool = False, dicom_files: list = (), parent_folder: str | None = None):
         self.package = package
         self.volume = volume
         self.result = None
         self.error = None
         self._started = time.perf_counter()
-        self._folder = tempfile.mkdtemp(prefix="monaideployer-")
+        self._folder = tempfile.mkdtemp(prefix="run-", dir=parent_folder)
         try:
             np.save(self._path("input.npy"), volume.array, allow_pickle=False)
             _link_files(dicom_files, self._path(DICOM_SOURCE_FOLDER))
@@ -163,11 +180,8 @@ class Job:
 
     def cancel(self) -> None:
         self._call.cancel()
-        if self.package.mode == "map":  # killing the worker does not stop a container: remove it by name
-            from .backends.map import container_names, remove_container
-            from .containers import find_runtime
-
-            remove_container(find_runtime(self.package.settings.get("runtime")), *container_names(self._folder))
+        if self.package.mode == "map":  # killing the worker does not stop its containers: remove them by name
+            remove_containers_of(find_runtime(self.package.settings.get("runtime")), os.path.dirname(self._folder))
         if not self.done:
             self._finish()
 

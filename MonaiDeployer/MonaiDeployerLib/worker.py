@@ -53,13 +53,22 @@ class Worker:
             "python": platform.python_version(), "executable": sys.executable, "pid": os.getpid(),
             "packages": installed_packages(),
         }})
-        for line in requests:
-            if not line.strip():
-                continue
-            request = protocol.decode(line)
-            if request.get("op") == "shutdown":
-                return
-            self.handle(request)
+        try:
+            for line in requests:
+                if not line.strip():
+                    continue
+                request = protocol.decode(line)
+                if request.get("op") == "shutdown":
+                    return
+                self.handle(request)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let backends that keep something outside this process (a warm MAP container) stop it."""
+        for backend in self._backends.values():
+            if hasattr(backend, "close"):
+                backend.close()
 
     def handle(self, request: dict) -> None:
         request_id = request.get("id")

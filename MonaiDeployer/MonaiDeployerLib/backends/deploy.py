@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 
+from ..deployapps import app_file
 from ..dicom import DICOM_SOURCE_FOLDER, is_dicom_seg, read_dicom_seg, write_dicom_series
 from ..errors import PackageError
 from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
@@ -46,7 +47,8 @@ class DeployBackend:
             write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
         timings["write_app_input"] = time.perf_counter() - started
 
-        argv = [sys.executable, settings["app"], "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
+        app = app_file(settings["app"])
+        argv = [sys.executable, app, "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
         report("inference", None)
         started = time.perf_counter()
         if settings["launch"] == "cold":
@@ -69,7 +71,7 @@ class DeployBackend:
         key = (package.settings["app"], package.content_hash)
         if key in self._applications:
             return self._applications[key], True
-        app_path = package.settings["app"]
+        app_path = app_file(package.settings["app"])
         folder = os.path.dirname(app_path)
         if folder not in sys.path:
             sys.path.insert(0, folder)
