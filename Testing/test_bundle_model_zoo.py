@@ -2,20 +2,14 @@
 
 The volumes are small CT/MR-like phantoms on an oblique grid; each result must lie on the input grid
 and carry the bundle's label names. SwinUNETR's config needs MONAI 1.4 (its ``img_size`` argument is
-gone in later releases): it runs in a worker Python with monai 1.4.0 made by this test, and in the
-main environment it fails with an error that says so.
+gone in later releases): it runs in the environment made for it from its metadata (monai 1.4.0),
+and in the main environment it fails with an error that says so.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import sysconfig
-
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from make_zoo_bundle import MODEL_ZOO, make_zoo_bundle
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package, sampledata
@@ -52,18 +46,10 @@ def mr_channels(ct_volume) -> Volume:
 
 @pytest.fixture(scope="module")
 def old_monai_python() -> str:
-    """A worker Python with monai 1.4.0 and numpy 1.26 over the test environment's other packages."""
-    folder = REPO_ROOT / ".build" / f"worker-monai-{OLD_MONAI}"
-    python = folder / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                        f"monai=={OLD_MONAI}", "numpy==1.26.4"], check=True)
-        site_packages = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                       check=True, capture_output=True, text=True).stdout.strip()
-        with open(os.path.join(site_packages, "zz_test_environment.pth"), "w") as stream:
-            stream.write(sysconfig.get_paths()["purelib"] + "\n")
-    return str(python)
+    """The environment made for SwinUNETR from its metadata: monai 1.4.0 over the test environment's packages."""
+    from MonaiDeployerLib.environments import make_environment
+
+    return make_environment(open_package(str(MODEL_ZOO / "swin_unetr_btcv_segmentation"))).python
 
 
 def assert_on_grid_with_labels(result, volume, package) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .containers import find_runtime
+from .environments import list_environments, make_environment, remove_environment
 from .mappackager import package_app
 from .maps import describe_map, inspect_map
 from .packages import normalise_name, package_facts
@@ -54,11 +55,28 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: what its app.yaml, manifest or code says)")
     run.add_argument("--timeout", type=float, metavar="SECONDS",
                      help="stop a run that has not finished after this long (its processes too)")
+    run.add_argument("--made-environment", action="store_true",
+                     help="run in a virtual environment made for the package from its metadata or requirements.txt "
+                          "(made on first use over --python's packages, then reused; see: env list)")
     run.add_argument("--trust", action="store_true",
                      help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
                           "that runs with your permissions, so use this only for packages from a source you trust")
     _add_common_options(run)
     run.set_defaults(command=_run)
+
+    environments = commands.add_parser("env", help="environments made for packages: make, list, remove")
+    environment_commands = environments.add_subparsers(required=True, metavar="ACTION")
+    make = environment_commands.add_parser("make", help="make (or find) the environment a package runs in")
+    make.add_argument("package", help="MONAI Bundle, MONAI Deploy app or TorchScript file")
+    _add_common_options(make)
+    make.set_defaults(command=_make_environment)
+    listing = environment_commands.add_parser("list", help="the made environments with their disk use")
+    listing.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+    listing.set_defaults(command=_list_environments)
+    remove = environment_commands.add_parser("remove", help="remove made environments")
+    remove.add_argument("names", nargs="*", metavar="NAME", help="as env list prints them")
+    remove.add_argument("--all", action="store_true", help="remove every made environment")
+    remove.set_defaults(command=_remove_environments)
 
     package = commands.add_parser("package", help="build a MAP image from a MONAI Deploy app (docker or podman)")
     package.add_argument("app", help="MONAI Deploy app: a folder with app.py or __main__.py, or a .py file")
@@ -146,8 +164,14 @@ def _run(arguments) -> int:
     overlapping = package.settings.get("outputs_overlap")
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
-    with Runner(python=arguments.python, device=arguments.device) as runner:
+    python, made = arguments.python, None
+    if arguments.made_environment:
+        made = make_environment(package, arguments.python, progress=lambda line: print(line, file=sys.stderr))
+        python = made.python
+    with Runner(python=python, device=arguments.device) as runner:
         result = runner.run(package, volume, timeout=arguments.timeout, trust=arguments.trust)
+    if made is not None and made.made_now:
+        result.timings = {"make_environment": made.seconds, **result.timings}
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)
     others = [write_volume(_beside(arguments.output, index), other.labelmap, other.labels)
               for index, other in enumerate(result.others, start=2)]
@@ -166,6 +190,38 @@ def _run(arguments) -> int:
     for path, other in zip(others, result.others, strict=True):
         print(f"wrote {path} (the app's {other.name})")
     print("  timings: " + ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in result.timings.items()))
+    return 0
+
+
+def _make_environment(arguments) -> int:
+    package = open_package(arguments.package, arguments.mode, model=arguments.model)
+    made = make_environment(package, arguments.python, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"python": made.python, "made_now": made.made_now}) if arguments.json else made.python)
+    return 0
+
+
+def _list_environments(arguments) -> int:
+    found = list_environments()
+    if arguments.json:
+        print(json.dumps([{"name": made.name, "package": made.package, "requirements": made.requirements,
+                           "ready": made.ready, "created": made.created, "bytes": made.disk_bytes(),
+                           "python": made.python} for made in found], indent=2))
+        return 0
+    for made in found:
+        state = f"made {made.created}" if made.ready else "half-made (an install was interrupted)"
+        print(f"{made.name}  {made.disk_bytes() / 2**20:.1f} MiB  {state}  {' '.join(made.requirements)}")
+    if not found:
+        print("no made environments")
+    return 0
+
+
+def _remove_environments(arguments) -> int:
+    names = [made.name for made in list_environments()] if arguments.all else arguments.names
+    if not names:
+        raise MonaiDeployerError("name the environments to remove (see: env list), or pass --all")
+    for name in names:
+        remove_environment(name)
+        print(f"removed {name}")
     return 0
 
 

@@ -12,6 +12,7 @@ GPUs only.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -28,12 +29,21 @@ MINIMUM_DRIVER = {(11, 0): "450.51.05", (11, 8): "520.61.05", (12, 0): "525.60.1
 
 
 def find_runtime(choice: str | None = None) -> str:
-    """The path of a container runtime that answers: ``choice`` ("docker" or "podman"), else the first that does."""
+    """The path of a container runtime that answers: ``choice`` ("docker" or "podman"), else the first that does.
+
+    One that answered is remembered for this process (asking costs a few hundred milliseconds per run).
+    """
     if choice not in (None, *RUNTIMES):
         raise PackageError(f"unknown container runtime {choice!r} (use {' or '.join(RUNTIMES)})")
+    return _answering_runtime(choice, os.environ.get("PATH", ""), os.environ.get("DOCKER_HOST", ""))
+
+
+@functools.cache
+def _answering_runtime(choice: str | None, search_path: str, docker_host: str) -> str:
+    """Cached by what decides the answer; a runtime that did not answer raises, so it is asked again next time."""
     reasons = []
     for name in (choice,) if choice else RUNTIMES:
-        path = shutil.which(name)
+        path = shutil.which(name, path=search_path)
         if path is None:
             reasons.append(f"{name} is not installed")
             continue

@@ -103,6 +103,7 @@ class MapBackend:
         timings["write_app_input"] = time.perf_counter() - started
         app = dataclasses.replace(package, mode="deploy", path=_app_path(facts), content_hash=facts.image_id, settings={
             "app": _app_path(facts), "model": facts.model_path, "launch": "warm", "input_format": input_format})
+        started = time.perf_counter()
         try:
             call = client.call("run", package=app.to_dict(), input=input_path, output=output_path,
                                ijk_to_ras=volume.ijk_to_ras.tolist(), device=device)
@@ -112,7 +113,8 @@ class MapBackend:
                               "kept warm may still run cold") from error
         if call.started_worker and client.startup_seconds is not None:
             timings["start_container"] = client.startup_seconds
-        timings.update(answer["timings"])
+        timings["container_request"] = time.perf_counter() - started
+        timings.update({f"container_{stage}": seconds for stage, seconds in answer["timings"].items()})
 
         others = [(other["name"], np.load(other["file"], allow_pickle=False), _int_keys(other["labels"]))
                   for other in answer["others"]]
