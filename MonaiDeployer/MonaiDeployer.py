@@ -102,6 +102,8 @@ class MonaiDeployerParameterNode:
         (a new process or container each run).
     appInputFormat - MONAI Deploy apps and MAPs: "auto", "nifti" or "dicom".
     containerRuntime - MAPs: "auto" (the first of podman, docker that answers), "podman" or "docker".
+    madeEnvironment - Run in a virtual environment made for the package (from its metadata or requirements.txt)
+        over the worker Python's packages, made on first use and reused.
     runTimeout - Seconds after which a run that has not finished is stopped; 0 means never.
     """
 
@@ -116,6 +118,7 @@ class MonaiDeployerParameterNode:
     appLaunch: Annotated[str, Choice(list(APP_LAUNCH_CHOICES))] = "warm"
     appInputFormat: Annotated[str, Choice(list(APP_INPUT_FORMAT_CHOICES))] = "auto"
     containerRuntime: Annotated[str, Choice(list(CONTAINER_RUNTIME_CHOICES))] = "auto"
+    madeEnvironment: bool = False
     runTimeout: Annotated[int, Minimum(0)] = 0
 
 
@@ -181,6 +184,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._describedPackage = None  # (path, mode, python, device) that the info card shows
         self._pollTimer = None
         self._packageInfoTimer = None
+        self._declinedInstalls = set()  # what the user said no to installing, this session: asked once
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
@@ -207,6 +211,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.packageFolderButton.connect("clicked(bool)", self.onPackageFolderButton)
+        self.ui.madeEnvironmentsButton.connect("clicked(bool)", self.onMadeEnvironmentsButton)
         self.ui.outputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOutputNodeChanged)
 
         self.initializeParameterNode()
@@ -277,7 +282,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _packageKey(self) -> tuple:
         p = self._parameterNode
         return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device, p.appModelPath.strip(), p.appLaunch,
-                p.appInputFormat, p.containerRuntime)
+                p.appInputFormat, p.containerRuntime, p.madeEnvironment)
 
     def isRunning(self) -> bool:
         return self._job is not None
@@ -400,12 +405,16 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     package = self._mapOrEntryPoint(package)
                     if package is None:
                         return
-                if not self._trusted(package) or not self._workerReady(package):
+                if not self._trusted(package):
+                    return
+                python = p.workerPython
+                if p.madeEnvironment and package.mode != "map":
+                    python = self._madeEnvironmentPython(package)
+                if python is None or not self._workerReady(package, python):
                     return
                 self._jobCreatesNode = p.outputNode is None
                 self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
-                self._job = self.logic.start(p.inputVolume, package, p.outputNode, p.outputKind, p.device,
-                                             p.workerPython)
+                self._job = self.logic.start(p.inputVolume, package, p.outputNode, p.outputKind, p.device, python)
             except MonaiDeployerError as error:
                 self._reportFailure(str(error))
                 return
@@ -450,16 +459,51 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setStatus(_("Not started: the package is not trusted."))
         return False
 
-    def _workerReady(self, package) -> bool:
+    def _madeEnvironmentPython(self, package):
+        """The Python of the environment made for the package (made now, pip's lines in the log), or None."""
+        from MonaiDeployerLib import MonaiDeployerError
+
+        def progress(line: str) -> None:
+            self._appendLog(line)
+            slicer.app.processEvents()  # the install takes a while: keep the log moving
+
+        try:
+            made = self.logic.madeEnvironment(package, self._parameterNode.workerPython, progress)
+        except MonaiDeployerError as error:
+            self._reportFailure(str(error))
+            return None
+        if made.made_now:
+            self._appendLog(_("Made the environment {name} in {seconds:.0f} s.").format(
+                name=made.name, seconds=made.seconds))
+        return made.python
+
+    def onMadeEnvironmentsButton(self) -> None:
+        """List the made environments with their disk use; remove the one the user picks."""
+        from MonaiDeployerLib.environments import list_environments, remove_environment
+
+        found = list_environments()
+        if not found:
+            slicer.util.infoDisplay(_("No environment has been made yet."), windowTitle=_("MONAI Deployer"))
+            return
+        items = [_("{name} ({size:.0f} MiB): {requirements}").format(
+            name=made.name, size=made.disk_bytes() / 2**20,
+            requirements=" ".join(made.requirements) if made.ready else _("half-made")) for made in found]
+        chosen = qt.QInputDialog.getItem(self.parent, _("Made environments"), _("Remove this environment:"), items,
+                                         0, False)
+        if chosen in items:
+            remove_environment(found[items.index(chosen)].name)
+            self._appendLog(_("Removed the environment {name}.").format(name=found[items.index(chosen)].name))
+
+    def _workerReady(self, package, python: str) -> bool:
         """The worker's environment can run this package, after offering to install what it lacks."""
         p = self._parameterNode
-        runner = self.logic.runner(p.workerPython, p.device)
+        runner = self.logic.runner(python, p.device)
         with slicer.util.WaitCursor():
             missing = missingPackages(WORKER_PACKAGES.get(package.mode, ()), package.requirements,
                                       runner.environment()["packages"])
-        if missing and not self._installIntoSlicerPython(missing):
+        if missing and not self._installIntoSlicerPython(missing, python):
             return False
-        runner = self.logic.runner(p.workerPython, p.device)  # a fresh worker if packages were installed
+        runner = self.logic.runner(python, p.device)  # a fresh worker if packages were installed
         with slicer.util.WaitCursor():
             problems = runner.check_requirements(package)
         if not problems:
@@ -474,48 +518,42 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setStatus(_("Not started: the package's requirements are not met (see the log)."))
         return False
 
-    def _installIntoSlicerPython(self, missing: list) -> bool:
-        """Install torch (through the PyTorch extension) and MONAI into Slicer's own Python, if the user agrees."""
-        p = self._parameterNode
+    def _installIntoSlicerPython(self, missing: list, python: str) -> bool:
+        """Install what Slicer's own Python lacks, after one question (none while testing): torch through the
+        PyTorch extension, the rest with pip, never replacing a package Slicer ships."""
         names = ", ".join(missing)
-        if not self.logic.usesSlicerPython(p.workerPython):
+        if not self.logic.usesSlicerPython(python):
             self._reportFailure(_("The worker Python {python} lacks {packages}. Install them in that environment, "
-                                  "or leave 'Worker Python' empty to use Slicer's own Python.").format(
-                python=p.workerPython, packages=names))
+                                  "tick 'Environment made for the package', or leave 'Worker Python' empty to use "
+                                  "Slicer's own Python.").format(python=python, packages=names))
             return False
-        if slicer.app.testingEnabled():
-            self._reportFailure(_("Slicer's Python lacks {packages}; nothing is installed while testing.").format(
+        if tuple(missing) in self._declinedInstalls:
+            self._reportFailure(_("{packages} not installed (you declined), so the model cannot run.").format(
                 packages=names))
             return False
+        if not slicer.app.testingEnabled() and not slicer.util.confirmOkCancelDisplay(
+                _("The model needs {packages}, which Slicer's Python does not have. Install now? This downloads "
+                  "them from the Python Package Index and can take a few minutes; packages Slicer ships are kept "
+                  "as they are.").format(packages=names), windowTitle=_("MONAI Deployer")):
+            self._declinedInstalls.add(tuple(missing))
+            self._reportFailure(_("{packages} not installed, so the model cannot run.").format(packages=names))
+            return False
         try:
-            if any(map(isTorch, missing)):
-                try:
-                    import PyTorchUtils
-                except ImportError:
-                    self._reportFailure(_("PyTorch is not installed. Install the PyTorch extension "
-                                          "from the Extensions Manager, restart Slicer and try again."))
-                    return False
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True) is None:
-                    self._reportFailure(_("PyTorch was not installed, so the model cannot run."))
-                    return False
-            others = [name for name in missing if not isTorch(name)]
-            if others:
-                if not slicer.util.confirmOkCancelDisplay(
-                        _("The model needs {packages}, which Slicer's Python does not have. Install now? "
-                          "This downloads them from the Python Package Index and can take a few minutes.").format(
-                            packages=", ".join(others)),
-                        windowTitle=_("MONAI Deployer")):
-                    self._reportFailure(_("{packages} not installed, so the model cannot run.").format(
-                        packages=", ".join(others)))
-                    return False
-                with slicer.util.WaitCursor():
-                    slicer.util.pip_install(" ".join(others))
+            with slicer.util.WaitCursor():
+                self.logic.installIntoSlicerPython(missing)
         except Exception as error:  # pip and the PyTorch extension report failures as assorted exceptions
             logging.exception("Installing %s failed", names)
             self._reportFailure(_("Installing {packages} failed: {error}").format(packages=names, error=error))
             return False
         self.logic.closeRunner()  # the running worker started before the install
         self._appendLog(_("Installed {packages}.").format(packages=names))
+        from MonaiDeployerLib.environments import needs_restart
+
+        loaded = needs_restart(missing, sys.modules)
+        if loaded:
+            slicer.util.infoDisplay(_("{packages} were already loaded in Slicer: restart Slicer before other "
+                                      "modules use the new versions (the model's own worker uses them now)."
+                                      ).format(packages=", ".join(loaded)), windowTitle=_("MONAI Deployer"))
         return True
 
     def onCancelButton(self) -> None:
@@ -741,6 +779,37 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
                             model=appModel.strip() or None, launch=appLaunch,
                             input_format=None if appInputFormat == "auto" else appInputFormat,
                             runtime=None if containerRuntime == "auto" else containerRuntime, entry_point=entryPoint)
+
+    def installIntoSlicerPython(self, requirements: list) -> None:
+        """torch through the PyTorch extension's PyTorchUtils; the rest with pip, constrained to keep every package
+        Slicer ships at its installed version. Raises when either fails."""
+        from MonaiDeployerLib.environments import shipped_constraints
+        from MonaiDeployerLib.worker import installed_packages
+
+        if any(map(isTorch, requirements)):
+            try:
+                import PyTorchUtils
+            except ImportError as error:
+                raise RuntimeError(_("PyTorch is not installed: install the PyTorch extension from the "
+                                     "Extensions Manager, restart Slicer and try again.")) from error
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                raise RuntimeError(_("the PyTorch extension did not install torch"))
+        others = [requirement for requirement in requirements if not isTorch(requirement)]
+        if not others:
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="MonaiDeployer-") as folder:
+            constraints = os.path.join(folder, "keep-slicer-packages.txt")
+            with open(constraints, "w", encoding="utf-8") as stream:
+                stream.write(shipped_constraints(installed_packages()))
+            slicer.util.pip_install([*others, "--constraint", constraints])
+
+    def madeEnvironment(self, package, python: str | None, progress):
+        """The environment made for ``package`` over ``python`` (default: Slicer's), made now if need be."""
+        from MonaiDeployerLib.environments import make_environment
+
+        return make_environment(package, (python or "").strip() or self.defaultPython(), progress)
 
     @staticmethod
     def describeMap(package, device: str = "auto") -> tuple:

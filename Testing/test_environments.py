@@ -112,3 +112,17 @@ def test_two_packages_with_conflicting_requirements_run_one_after_the_other(made
             assert_held_out_segmented(runner, package, held_out[:1], LABELS, version)
     remove_environment(made_14.name)
     assert not os.path.exists(made_14.folder)
+
+
+def test_installing_into_slicers_python_keeps_the_packages_slicer_ships():
+    from MonaiDeployerLib.environments import shipped_constraints
+
+    installed = {"numpy": "2.4.6", "simpleitk": "2.5.0", "monai": "1.6.1", "requests": "2.32.3"}
+    assert shipped_constraints(installed) == "numpy==2.4.6\nrequests==2.32.3\nsimpleitk==2.5.0\n"
+
+
+def test_a_package_already_imported_here_needs_a_restart_to_change():
+    from MonaiDeployerLib.environments import needs_restart
+
+    assert needs_restart(["monai>=1.4", "nibabel", "pytorch-ignite==0.4.11"], ["monai.bundle", "numpy"]) == ["monai"]
+    assert needs_restart(["SimpleITK==2.5"], ["SimpleITK"]) == ["SimpleITK"]

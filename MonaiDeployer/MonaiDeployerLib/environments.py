@@ -26,6 +26,9 @@ from . import trust
 from .errors import PackageError
 
 MARKER = "monaideployer-environment.json"
+# Packages Slicer's own Python ships and its modules rely on: installing into Slicer never replaces them.
+SLICER_SHIPPED = ("numpy", "scipy", "SimpleITK", "requests", "urllib3", "certifi", "idna", "charset-normalizer",
+                  "pydicom", "dicomweb-client", "pillow", "packaging", "pip", "setuptools", "wheel", "six")
 BASE_PACKAGES_FILE = "zz_monaideployer_base.pth"  # "zz": read after anything else in the folder
 PIP_LINES_SHOWN = 4
 
@@ -140,6 +143,23 @@ def remove_environment(name: str) -> None:
     if os.path.basename(os.path.normpath(name)) != name or not os.path.isdir(path):
         raise PackageError(f"no made environment called {name!r} (list them with: env list)")
     shutil.rmtree(path)
+
+
+def shipped_constraints(installed: dict, shipped=SLICER_SHIPPED) -> str:
+    """A pip constraints file's text that keeps each shipped package at its installed version."""
+    from .packages import normalise_name
+
+    kept = {normalise_name(name) for name in shipped}
+    return "".join(f"{name}=={version}\n" for name, version in sorted(installed.items()) if name in kept)
+
+
+def needs_restart(requirements: list, imported_modules) -> list:
+    """The requirements whose module this process has already imported: a new version takes a restart."""
+    from .packages import normalise_name
+
+    loaded = {normalise_name(name.split(".")[0]) for name in imported_modules}
+    names = [re.split(r"[<>=!~\s\[]", requirement, maxsplit=1)[0] for requirement in requirements]
+    return [name for name in names if normalise_name(name) in loaded]
 
 
 def _create_virtual_environment(environment: MadeEnvironment, progress) -> None:
