@@ -126,3 +126,18 @@ def test_a_package_already_imported_here_needs_a_restart_to_change():
 
     assert needs_restart(["monai>=1.4", "nibabel", "pytorch-ignite==0.4.11"], ["monai.bundle", "numpy"]) == ["monai"]
     assert needs_restart(["SimpleITK==2.5"], ["SimpleITK"]) == ["SimpleITK"]
+
+
+def test_a_deploy_app_runs_in_an_environment_made_from_its_requirements_txt(tmp_path, held_out):
+    """The phantom NIfTI app pinned to MONAI 1.4.0 in its requirements.txt, run warm in the environment made for it."""
+    from MonaiDeployerLib.selftest import SAMPLE_MODEL
+
+    app = tmp_path / "app"
+    shutil.copytree(REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti", app)
+    (app / "requirements.txt").write_text("# what the app was written against\nmonai==1.4.0\n")
+    package = open_package(str(app), model=SAMPLE_MODEL)
+    made = make_environment(package)
+    assert made.requirements == ["monai-deploy-app-sdk>=0.6", "monai==1.4.0"]
+    with Runner(python=made.python, device="cpu") as runner:
+        assert runner.environment()["packages"]["monai"] == "1.4.0"
+        assert_held_out_segmented(runner, package, held_out[:1], LABELS, "deploy app, monai 1.4.0")

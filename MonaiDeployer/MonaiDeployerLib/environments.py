@@ -31,6 +31,7 @@ SLICER_SHIPPED = ("numpy", "scipy", "SimpleITK", "requests", "urllib3", "certifi
                   "pydicom", "dicomweb-client", "pillow", "packaging", "pip", "setuptools", "wheel", "six")
 BASE_PACKAGES_FILE = "zz_monaideployer_base.pth"  # "zz": read after anything else in the folder
 PIP_LINES_SHOWN = 4
+DEPLOY_SDK = "monai-deploy-app-sdk"
 
 
 @dataclass
@@ -113,6 +114,7 @@ def make_environment(package, base_python: str | None = None, progress=None) -> 
     try:
         _create_virtual_environment(environment, progress)
         _pip_install(environment, progress)
+        _put_deploy_sdk_beside_monai(environment, progress)
         environment.created = datetime.datetime.now().isoformat(timespec="seconds")
         environment.seconds = time.perf_counter() - started
         _write_marker(environment)
@@ -172,13 +174,38 @@ def _create_virtual_environment(environment: MadeEnvironment, progress) -> None:
 
 
 def _pip_install(environment: MadeEnvironment, progress) -> None:
-    """pip of the base Python installs into the new environment (``--python``), resolving against both."""
     if not environment.requirements:
         return
     _report(progress, "installing " + " ".join(environment.requirements))
-    _run([environment.base, "-m", "pip", "--python", environment.python, "install", "--disable-pip-version-check",
-          "--no-input", "--progress-bar", "off", *environment.requirements],
+    _run(_pip_install_command(environment, *environment.requirements),
          f"installing {' '.join(environment.requirements)}", progress)
+
+
+def _pip_install_command(environment: MadeEnvironment, *arguments: str) -> list:
+    """pip of the base Python installing into the environment (``--python``), resolving against both."""
+    return [environment.base, "-m", "pip", "--python", environment.python, "install", "--disable-pip-version-check",
+            "--no-input", "--progress-bar", "off", *arguments]
+
+
+def _put_deploy_sdk_beside_monai(environment: MadeEnvironment, progress) -> None:
+    """The Deploy App SDK installs into ``monai/deploy``: an environment with a MONAI of its own needs the SDK
+    there too, or ``monai.deploy`` is not found (the base's SDK sits in the base's ``monai`` folder)."""
+    sdk = [requirement for requirement in environment.requirements if requirement.startswith(DEPLOY_SDK)]
+    own = _site_packages(environment.python)
+    own_monai = os.path.join(own, "monai")
+    if not sdk or not os.path.isdir(own_monai) or os.path.isdir(os.path.join(own_monai, "deploy")):
+        return
+    version = _installed_version(environment.base, DEPLOY_SDK)
+    requirement = f"{DEPLOY_SDK}=={version}" if version else sdk[0]
+    _report(progress, f"installing {requirement} beside the environment's own MONAI")
+    _run(_pip_install_command(environment, "--no-deps", "--ignore-installed", requirement), f"installing {requirement}",
+         progress)
+
+
+def _installed_version(python: str, name: str) -> str:
+    script = ("import importlib.metadata as m, sys\n"
+              "try: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: pass")
+    return subprocess.run([python, "-c", script, name], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _run(command: list, what: str, progress=None) -> None:

@@ -152,8 +152,9 @@ def hardened_options(facts) -> list:
     """What every container of ours gets: the caller's uid:gid, no network, no capabilities, no new privileges,
     the manifest's shared memory, and the ``HOLOSCAN_*`` paths."""
     options = ["--network", "none", "--cap-drop", "all", "--security-opt", "no-new-privileges",
-               "--user", f"{os.getuid()}:{os.getgid()}",
                "-e", f"HOLOSCAN_INPUT_PATH={facts.input_path}", "-e", f"HOLOSCAN_OUTPUT_PATH={facts.output_path}"]
+    if hasattr(os, "getuid"):  # Windows has no uid: Docker Desktop maps file ownership itself
+        options += ["--user", f"{os.getuid()}:{os.getgid()}"]
     shared_memory = _size_for_runtime(facts.resources.get("sharedMemory"))
     return options + (["--shm-size", shared_memory] if shared_memory else [])
 
