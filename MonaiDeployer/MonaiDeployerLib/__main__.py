@@ -35,13 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Run packaged MONAI models on 3D volumes.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    inspect = commands.add_parser("inspect", help="describe a model package and check its requirements")
-    inspect.add_argument("package", help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
-    _add_common_options(inspect)
-    inspect.set_defaults(command=_inspect)
+    _add_common_options(_package_command(commands, "inspect", "describe a model package and check its requirements",
+                                         _inspect))
 
-    run = commands.add_parser("run", help="segment a volume with a model package")
-    run.add_argument("package", help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    run = _package_command(commands, "run", "segment a volume with a model package", _run)
     run.add_argument("inputs", nargs="+", metavar="INPUT",
                      help="input volume: .nrrd, .nii or .nii.gz; several on one grid are the model's input channels, "
                           "in the order given (a 4D file's channels work too)")
@@ -62,14 +59,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
                           "that runs with your permissions, so use this only for packages from a source you trust")
     _add_common_options(run)
-    run.set_defaults(command=_run)
 
     environments = commands.add_parser("env", help="environments made for packages: make, list, remove")
     environment_commands = environments.add_subparsers(required=True, metavar="ACTION")
-    make = environment_commands.add_parser("make", help="make (or find) the environment a package runs in")
-    make.add_argument("package", help="MONAI Bundle, MONAI Deploy app or TorchScript file")
-    _add_common_options(make)
-    make.set_defaults(command=_make_environment)
+    _add_common_options(_package_command(environment_commands, "make", "make (or find) a package's environment",
+                                         _make_environment, "MONAI Bundle, MONAI Deploy app or TorchScript file"))
     listing = environment_commands.add_parser("list", help="the made environments with their disk use")
     listing.add_argument("--json", action="store_true", help="print a JSON document instead of text")
     listing.set_defaults(command=_list_environments)
@@ -86,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     package.add_argument("--model", help="the model the app gets with -m (default: the one in the app's folder)")
     package.add_argument("--python", default="python3", help="the app's Python in the base image (default: python3)")
     package.set_defaults(command=_package)
+    return parser
+
+
+def _package_command(commands, name: str, summary: str, handler,
+                     package_help: str = "TorchScript file, MONAI Bundle, MONAI Deploy app or container image"):
+    """A subcommand whose first argument is a model package."""
+    parser = commands.add_parser(name, help=summary)
+    parser.add_argument("package", help=package_help)
+    parser.set_defaults(command=handler)
     return parser
 
 
