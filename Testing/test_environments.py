@@ -7,6 +7,7 @@ over the test environment's other packages, whose torch it reuses.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.metadata
 import json
 import os
@@ -112,6 +113,17 @@ def test_two_packages_with_conflicting_requirements_run_one_after_the_other(made
             assert_held_out_segmented(runner, package, held_out[:1], LABELS, version)
     remove_environment(made_14.name)
     assert not os.path.exists(made_14.folder)
+
+
+def test_two_runs_asking_at_once_make_the_environment_once(tmp_path):
+    """Slicer and a batch run starting together: one installs, the other waits and finds it made."""
+    package = open_package(bundle_made_with(tmp_path / "bundle-1.5", "1.5.0"))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        made = list(pool.map(lambda _: make_environment(package), range(2)))
+    assert sorted(environment.made_now for environment in made) == [False, True]
+    assert made[0].folder == made[1].folder and made[0].ready
+    remove_environment(made[0].name)
+    assert not any(name.startswith(made[0].name) for name in os.listdir(os.path.dirname(made[0].folder)))
 
 
 def test_installing_into_slicers_python_keeps_the_packages_slicer_ships():

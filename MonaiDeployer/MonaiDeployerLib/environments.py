@@ -11,6 +11,7 @@ interrupted install is never taken for a made environment.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -109,20 +110,41 @@ def make_environment(package, base_python: str | None = None, progress=None) -> 
     environment = environment_for(package, base_python)
     if environment.ready:
         return _read_marker(environment.folder)
-    started = time.perf_counter()
-    shutil.rmtree(environment.folder, ignore_errors=True)  # an install that was interrupted
-    try:
-        _create_virtual_environment(environment, progress)
-        _pip_install(environment, progress)
-        _put_deploy_sdk_beside_monai(environment, progress)
-        environment.created = datetime.datetime.now().isoformat(timespec="seconds")
-        environment.seconds = time.perf_counter() - started
-        _write_marker(environment)
-    except BaseException:
-        shutil.rmtree(environment.folder, ignore_errors=True)
-        raise
+    with _held_lock(environment.folder + ".lock"):  # Slicer and a batch run may ask at once: one makes it
+        if environment.ready:
+            return _read_marker(environment.folder)
+        started = time.perf_counter()
+        shutil.rmtree(environment.folder, ignore_errors=True)  # an install that was interrupted
+        try:
+            _create_virtual_environment(environment, progress)
+            _pip_install(environment, progress)
+            _put_deploy_sdk_beside_monai(environment, progress)
+            environment.created = datetime.datetime.now().isoformat(timespec="seconds")
+            environment.seconds = time.perf_counter() - started
+            _write_marker(environment)
+        except BaseException:
+            shutil.rmtree(environment.folder, ignore_errors=True)
+            raise
     environment.made_now = True
     return environment
+
+
+@contextlib.contextmanager
+def _held_lock(path: str):
+    """An exclusive lock on ``path`` between processes (POSIX ``flock``; elsewhere none), released by the OS
+    if the holder dies."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as stream:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; two simultaneous first runs would both install
+            yield
+            return
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
 
 
 def list_environments() -> list:
@@ -145,6 +167,8 @@ def remove_environment(name: str) -> None:
     if os.path.basename(os.path.normpath(name)) != name or not os.path.isdir(path):
         raise PackageError(f"no made environment called {name!r} (list them with: env list)")
     shutil.rmtree(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path + ".lock")
 
 
 def shipped_constraints(installed: dict, shipped=SLICER_SHIPPED) -> str:
