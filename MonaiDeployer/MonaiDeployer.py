@@ -467,11 +467,14 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._appendLog(line)
             slicer.app.processEvents()  # the install takes a while: keep the log moving
 
+        self.ui.applyButton.enabled = False  # the log's events must not start a second run meanwhile
         try:
             made = self.logic.madeEnvironment(package, self._parameterNode.workerPython, progress)
         except MonaiDeployerError as error:
             self._reportFailure(str(error))
             return None
+        finally:
+            self._updateButtons()
         if made.made_now:
             self._appendLog(_("Made the environment {name} in {seconds:.0f} s.").format(
                 name=made.name, seconds=made.seconds))
@@ -490,9 +493,12 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             requirements=" ".join(made.requirements) if made.ready else _("half-made")) for made in found]
         chosen = qt.QInputDialog.getItem(self.parent, _("Made environments"), _("Remove this environment:"), items,
                                          0, False)
-        if chosen in items:
-            remove_environment(found[items.index(chosen)].name)
-            self._appendLog(_("Removed the environment {name}.").format(name=found[items.index(chosen)].name))
+        # Qt answers Cancel with the first item's text: removing always asks again.
+        if chosen in items and slicer.util.confirmOkCancelDisplay(
+                _("Remove {item}?").format(item=chosen), windowTitle=_("MONAI Deployer")):
+            name = found[items.index(chosen)].name
+            remove_environment(name)
+            self._appendLog(_("Removed the environment {name}.").format(name=name))
 
     def _workerReady(self, package, python: str) -> bool:
         """The worker's environment can run this package, after offering to install what it lacks."""
