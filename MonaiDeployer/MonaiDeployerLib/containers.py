@@ -12,6 +12,7 @@ GPUs only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -80,12 +81,18 @@ def remove_containers_of(runtime: str, private_folder: str) -> None:
     try:
         listed = subprocess.run([runtime, "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
                                 capture_output=True, text=True, timeout=ANSWER_SECONDS * 4, check=False)
-        names = [name for name in listed.stdout.split() if name.startswith(prefix)]
-        if names:
-            subprocess.run([runtime, "rm", "--force", *names], capture_output=True, timeout=ANSWER_SECONDS * 4,
-                           check=False)
     except (OSError, subprocess.TimeoutExpired):
-        pass  # the runtime is gone or hangs: nothing more can be done from here
+        return  # the runtime is gone or hangs: nothing more can be done from here
+    remove_containers(runtime, *[name for name in listed.stdout.split() if name.startswith(prefix)])
+
+
+def remove_containers(runtime: str, *names: str) -> None:
+    """Remove containers by name, running or not; quiet for those already gone."""
+    if not names:
+        return
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run([runtime, "rm", "--force", *names], capture_output=True, timeout=ANSWER_SECONDS * 4,
+                       check=False)
 
 
 @dataclass

@@ -192,7 +192,7 @@ def _create_virtual_environment(environment: MadeEnvironment, progress) -> None:
     _report(progress, f"making a virtual environment for {environment.package} over {environment.base}")
     _run([environment.base, "-m", "venv", "--without-pip", environment.folder], "making the virtual environment")
     own = _site_packages(environment.python)
-    base = [path for path in _site_packages(environment.base, every=True) if path != own]
+    base = [path for path in _package_folders(environment.base) if path != own]
     with open(os.path.join(own, BASE_PACKAGES_FILE), "w", encoding="utf-8") as stream:  # their .pth files count too
         stream.write("".join(f"import site; site.addsitedir({path!r})\n" for path in base))
 
@@ -248,13 +248,20 @@ def _run(command: list, what: str, progress=None) -> None:
         raise PackageError(f"{what} failed: " + " | ".join(line.strip() for line in lines[-PIP_LINES_SHOWN:]))
 
 
-def _site_packages(python: str, every: bool = False) -> list | str:
-    """The environment's own site-packages folder, or (``every``) each folder its packages come from."""
-    script = ("import json, site, sys, sysconfig; "
-              "print(json.dumps([p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))] "
-              "if sys.argv[1] == 'every' else sysconfig.get_paths()['purelib']))")
-    finished = subprocess.run([python, "-c", script, "every" if every else "own"], capture_output=True, text=True,
-                              check=False)
+def _site_packages(python: str) -> str:
+    """The folder ``python`` installs packages into."""
+    return _ask(python, "sysconfig.get_paths()['purelib']")
+
+
+def _package_folders(python: str) -> list:
+    """Every site-packages folder ``python`` imports packages from."""
+    return _ask(python, "[p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))]")
+
+
+def _ask(python: str, expression: str):
+    """The value of ``expression`` (JSON-able) in ``python``."""
+    finished = subprocess.run([python, "-c", f"import json, sys, sysconfig; print(json.dumps({expression}))"],
+                              capture_output=True, text=True, check=False)
     if finished.returncode != 0:
         raise PackageError(f"cannot ask {python} where its packages are: {finished.stderr.strip()[-300:]}")
     return json.loads(finished.stdout)

@@ -25,6 +25,7 @@ DEFAULT_INPUT, DEFAULT_OUTPUT = "/var/holoscan/input", "/var/holoscan/output"
 DEFAULT_APPLICATION, DEFAULT_MODELS = "/opt/holoscan/app", "/opt/holoscan/models"
 TITLE_LABEL, VERSION_LABEL = "org.opencontainers.image.title", "org.opencontainers.image.version"
 COMMAND_SECONDS = 120
+ASK_THIS_COMPUTER = object()  # MapFacts.verdict's default: run nvidia-smi (a backend passes what it read once)
 
 
 @dataclass
@@ -69,9 +70,9 @@ class MapFacts:
     def reads_dicom(self) -> bool:
         return any("dicom" in str(entry).lower() for entry in self.input_formats)
 
-    def verdict(self, host=None, gpu_requested: bool = True):
-        """Whether it can use this computer's GPU (``host``: parsed nvidia-smi; default: ask this computer)."""
-        return cuda_verdict(self.cuda, host if host is not None else read_host_gpus(), gpu_requested,
+    def verdict(self, host=ASK_THIS_COMPUTER, gpu_requested: bool = True):
+        """Whether it can use the GPUs of ``host`` (parsed nvidia-smi, None for none; default: ask this computer)."""
+        return cuda_verdict(self.cuda, read_host_gpus() if host is ASK_THIS_COMPUTER else host, gpu_requested,
                             self.compatible_drivers)
 
 

@@ -155,18 +155,12 @@ def _describe_torchscript(path: str) -> PackageInfo:
 
 def _describe_bundle(path: str) -> PackageInfo:
     metadata, inference, form = bundles.read_bundle_metadata(path)
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    return PackageInfo(
-        path=os.path.abspath(path),
-        mode="bundle",
-        name=str(metadata.get("name") or stem),
-        version=str(metadata.get("version", "")),
-        description=str(metadata.get("description", "")),
+    return _code_package(
+        path, "bundle", metadata, "name",
         labels=bundles.bundle_labels(metadata),
         requirements=bundles.bundle_requirements(metadata),
         settings={"form": form, "inference_config": inference, "outputs_overlap": bundles.outputs_overlap(metadata),
                   "made_with": bundles.made_with(metadata), **bundles.bundle_inputs(metadata)},
-        content_hash=trust.content_hash(path),
     )
 
 
@@ -174,19 +168,22 @@ def _describe_deploy(path: str, model: str | None, launch: str, input_format: st
     app = deployapps.app_file(path)
     app_yaml = deployapps.read_app_yaml(path)
     application = app_yaml.get("application") if isinstance(app_yaml.get("application"), dict) else {}
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    return PackageInfo(
-        path=os.path.abspath(path),
-        mode="deploy",
-        name=str(application.get("title") or stem),
-        version=str(application.get("version", "")),
-        description=str(application.get("description", "")),
+    return _code_package(
+        path, "deploy", application, "title",
         labels=deployapps.declared_labels(app_yaml),
         requirements={**DEPLOY_SDK_REQUIREMENT, **deployapps.read_requirements(path)},
         settings={"app": os.path.abspath(app), "model": deployapps.find_model(path, model),
                   "input_format": input_format or deployapps.input_format(app, app_yaml), "launch": launch},
-        content_hash=trust.content_hash(path),
     )
+
+
+def _code_package(path: str, mode: str, described: dict, name_key: str, **fields) -> PackageInfo:
+    """A package that runs its own code (bundle, Deploy app): named by its own description, else its file name,
+    and hashed for the trust list."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return PackageInfo(path=os.path.abspath(path), mode=mode, name=str(described.get(name_key) or stem),
+                       version=str(described.get("version", "")), description=str(described.get("description", "")),
+                       content_hash=trust.content_hash(path), **fields)
 
 
 def package_facts(package: PackageInfo, trusted: bool) -> list:

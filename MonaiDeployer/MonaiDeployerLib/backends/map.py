@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ..client import LIBRARY_PARENT, WorkerClient
-from ..containers import container_name, find_runtime, read_host_gpus
+from ..containers import container_name, find_runtime, read_host_gpus, remove_containers
 from ..dicom import DICOM_SOURCE_FOLDER, write_dicom_series
 from ..errors import PackageError, WorkerError
 from ..maps import image_description, inspect_map
@@ -133,14 +133,14 @@ class MapBackend:
             self._warm[key] = (WorkerClient(python, launcher=launcher, library_parent=LIBRARY_MOUNT), name)
         client, name = self._warm[key]
         if not client.alive:
-            remove_container(runtime, name)
+            remove_containers(runtime, name)
         return client
 
     def _stop_warm(self, key: tuple) -> None:
         client, name = self._warm.pop(key, (None, None))
         if client is not None:
             client.close()
-            remove_container(key[0], name)
+            remove_containers(key[0], name)
 
     def close(self) -> None:
         """Stop every warm container (the worker is shutting down)."""
@@ -221,17 +221,12 @@ def _run_container(runtime: str, arguments: list, name: str, log_path: str) -> N
             finished = subprocess.run([runtime, "run", "--rm", "--name", name, *arguments], stdin=subprocess.DEVNULL,
                                       stdout=log, stderr=subprocess.STDOUT, check=False)
     finally:
-        remove_container(runtime, name)
+        remove_containers(runtime, name)
     if finished.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as log:
             lines = [line.rstrip() for line in log if line.strip()]
         raise PackageError(f"the MAP's app exited with status {finished.returncode}: "
                            + " | ".join(traceback_tail(lines)))
-
-
-def remove_container(runtime: str, name: str) -> None:
-    """Remove a container if it is still there (after a failure or a cancel); quiet if it is gone."""
-    subprocess.run([runtime, "rm", "--force", name], capture_output=True, check=False, timeout=60)
 
 
 def _size_for_runtime(size) -> str:
