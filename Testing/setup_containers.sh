@@ -30,8 +30,7 @@ fi
 
 if ! podman image exists "$BASE_IMAGE"; then
   rootfs=$(mktemp -d)
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-numpy,python3-nibabel bookworm "$rootfs" \
-    http://deb.debian.org/debian >/dev/null
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-numpy,python3-nibabel bookworm "$rootfs" >/dev/null
   tar -C "$rootfs" -c . | podman import --quiet - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
 fi
