@@ -215,7 +215,9 @@ def test_cancelling_a_map_run_removes_its_container(phantom_map, held_out, launc
 
 @pytest.mark.parametrize(("command", "cause"), [
     (["python3", "-c", "print('segmenting'); raise SystemExit('no lungs found in this phantom')"],
-     r"the MAP's app exited with status 1: segmenting \| no lungs found in this phantom"),
+     r"the MAP's app exited with status 1: segmenting \| no lungs found in this phantom$"),
+    (["sh", "-c", "for step in 1 2 3; do echo out $step; echo err $step >&2; done; exit 3"],  # not Python
+     r"the MAP's app exited with status 3: out 1 \| err 1 \| out 2 \| err 2 \| out 3 \| err 3$"),
     (["python3", "-c", "print('done, but wrote nothing')"],
      r"the app wrote no NIfTI, NRRD or DICOM SEG output \(it wrote nothing\)"),
 ])

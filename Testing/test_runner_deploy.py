@@ -127,6 +127,27 @@ def test_an_app_that_raises_shows_its_own_last_traceback_lines(deploy_runner, tm
     assert "Traceback" in str(failed.value) or "line" in str(failed.value)
 
 
+def test_a_cold_app_s_last_words_keep_their_order(deploy_runner, tmp_path):
+    """What it printed before it exited comes before its exit message (its stdout would be buffered in a pipe)."""
+    (tmp_path / "model.ts").write_bytes(b"unused")
+    (tmp_path / "app.py").write_text(textwrap.dedent('''\
+        from monai.deploy.core import Application
+
+
+        class TestApp(Application):
+            def compose(self):
+                pass
+
+
+        if __name__ == "__main__":
+            print("segmenting")
+            raise SystemExit("no lungs found in this phantom")
+        '''))
+    with pytest.raises(PackageError, match=r"^the app exited with status 1: (.* \| )?segmenting \| no lungs "
+                                           r"found in this phantom$"):
+        deploy_runner.run(open_package(tmp_path, launch="cold"), Volume(np.zeros((8, 8, 8), np.float32)), trust=True)
+
+
 @pytest.mark.parametrize(("body", "cause"), [
     ("pass", r"the app wrote no NIfTI, NRRD or DICOM SEG output \(it wrote nothing\)"),
     ('(out / "notes.txt").write_text("done")',

@@ -100,7 +100,7 @@ def _run_cold(argv: list, device: str, log_path: str) -> None:
 
     The app is in the worker's process group: cancelling the run stops it too.
     """
-    environment = dict(os.environ)
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")  # the log keeps prints and tracebacks in the app's order
     if device == "cpu":
         environment["CUDA_VISIBLE_DEVICES"] = ""
     with open(log_path, "w", encoding="utf-8") as log:

@@ -216,10 +216,13 @@ def _copy_linked_series(folder: str) -> None:
 
 
 def _run_container(runtime: str, arguments: list, name: str, log_path: str) -> None:
+    """One cold run. ``--tty`` gives the app one terminal for stdout and stderr: its log holds them merged as
+    written, in its own order (with two pipes the runtime interleaves them as it reads, and an app writing to a
+    pipe buffers its stdout, so a print before a crash came after the crash's message)."""
     try:
         with open(log_path, "w", encoding="utf-8") as log:
-            finished = subprocess.run([runtime, "run", "--rm", "--name", name, *arguments], stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=subprocess.STDOUT, check=False)
+            finished = subprocess.run([runtime, "run", "--rm", "--tty", "--name", name, *arguments],
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False)
     finally:
         remove_containers(runtime, name)
     if finished.returncode != 0:
