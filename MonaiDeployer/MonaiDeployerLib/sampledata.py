@@ -5,11 +5,13 @@ soft tissue with a fat rim in air, an "organ" ellipsoid and a "lesion" ellipsoid
 Rendering evaluates those shapes at each voxel's RAS centre, so the same phantom can be drawn on
 any grid (oblique, anisotropic, LPS-like) and its truth is placed in RAS, independently of how
 the grid is oriented. That makes it possible to check that a result lands voxel for voxel on the
-input's grid. Only numpy is used because 3D Slicer imports this module.
+input's grid. Only numpy is used because 3D Slicer imports this module. ``python -m
+MonaiDeployerLib.sampledata IMAGE`` writes a held-out phantom, to try a model on.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,3 +222,33 @@ def held_out_cases() -> list[dict]:
         _held_out_case("anisotropic", (112, 92, 42), (0.9, 1.1, 2.5), np.eye(3), (-1.0, 2.0, 3.0), 1002),
         _held_out_case("lps-like", (128, 128, 50), (0.8, 0.8, 2.0), lps_like, (3.0, 1.0, -2.0), 1003),
     ]
+
+
+def main(argv=None) -> int:
+    """``python -m MonaiDeployerLib.sampledata IMAGE [--truth TRUTH] [--case NAME]``: write a held-out phantom."""
+    import argparse
+
+    from .errors import MonaiDeployerError
+    from .volume import Volume, write_volume
+
+    cases = {case["name"]: case for case in held_out_cases()}
+    parser = argparse.ArgumentParser(prog="python -m MonaiDeployerLib.sampledata",
+                                     description="Write a CT-like phantom that the sample model was not trained on.")
+    parser.add_argument("image", help="the image in HU: .nrrd, .nii or .nii.gz")
+    parser.add_argument("--truth", help="also write its true labelmap (1=organ, 2=lesion) here; .seg.nrrd names them")
+    parser.add_argument("--case", choices=list(cases), default="lps-like", help="its grid (default: %(default)s)")
+    arguments = parser.parse_args(argv)
+    case = cases[arguments.case]
+    image, truth = render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
+    try:
+        print(write_volume(arguments.image, Volume(image, case["ijk_to_ras"])))
+        if arguments.truth:
+            print(write_volume(arguments.truth, Volume(truth, case["ijk_to_ras"]), LABELS, COLORS))
+    except MonaiDeployerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
