@@ -1,4 +1,5 @@
-"""A runnable copy of a Model Zoo bundle from ../shared/model-zoo: its real configs, weights made here.
+"""A runnable copy of a Model Zoo bundle from ../shared/model-zoo or Testing/data/model-zoo: its real configs,
+weights made here.
 
     python Testing/make_zoo_bundle.py NAME TARGET_FOLDER
 
@@ -19,16 +20,23 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ZOO = REPO_ROOT.parent / "shared" / "model-zoo"
+COPIED_ZOO = REPO_ROOT / "Testing" / "data" / "model-zoo"  # bundles' configs kept with the tests (data/SOURCES.md)
 SEED = 20261125
 
 
 def make_zoo_bundle(name: str, target: Path, python: str = sys.executable) -> Path:
     """Copy the configs and make the weights in ``python`` (a subprocess, so any MONAI release works)."""
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(MODEL_ZOO / name / "configs", target / "configs")
+    shutil.copytree(zoo_configs(name), target / "configs")
     (target / "models").mkdir()
     subprocess.run([python, __file__, name, str(target)], check=True, capture_output=True, text=True)
     return target
+
+
+def zoo_configs(name: str) -> Path:
+    """The ``configs`` folder of a Model Zoo bundle, in ../shared/model-zoo or else in Testing/data/model-zoo."""
+    return next((folder / name / "configs" for folder in (MODEL_ZOO, COPIED_ZOO) if (folder / name).is_dir()),
+                COPIED_ZOO / name / "configs")
 
 
 def write_weights(target: Path) -> None:

@@ -1,7 +1,8 @@
 """MONAI Bundles as files: a folder, a zip of one, or a TorchScript file with configs embedded by ``ckpt_export``.
 
 Only what can be read without running anything: metadata, which inference config there is, labels
-and requirements. A bundle's configs are code (``$`` expressions, ``_target_``): nothing here
+and requirements (the metadata's, and the packages MONAI imports for the transforms its inference
+config names). A bundle's configs are code (``$`` expressions, ``_target_``): nothing here
 evaluates them.
 """
 
@@ -14,6 +15,7 @@ import shutil
 import tempfile
 import zipfile
 
+from . import optional_packages
 from .errors import PackageError
 
 INFERENCE_CONFIGS = ("inference.json", "inference.yaml", "inference.yml")
@@ -47,17 +49,21 @@ def _read_archive(path: str) -> tuple[list, str | None, str]:
         with zipfile.ZipFile(path) as archive:
             entries = archive.namelist()
             check_entries_stay_inside(path, entries)
-            embedded = [name for name in entries if posixpath.dirname(name).endswith("/extra")]
-            if embedded:
-                folder, form = posixpath.dirname(embedded[0]), "torchscript"
-            else:
-                folder, form = _configs_folder(path, entries), "zip"
+            folder, form = _archive_configs(path, entries)
             names = [posixpath.basename(name) for name in entries if posixpath.dirname(name) == folder]
             metadata_entry = posixpath.join(folder, "metadata.json")
             text = archive.read(metadata_entry).decode("utf-8") if metadata_entry in entries else None
     except zipfile.BadZipFile:
         raise PackageError(f"{path} is a corrupt zip file (truncated or damaged)") from None
     return names, text, form
+
+
+def _archive_configs(path: str, entries: list) -> tuple[str, str]:
+    """The folder of an archive's configs, and its form: a TorchScript file's ``extra/`` or a zip's ``configs/``."""
+    embedded = [name for name in entries if posixpath.dirname(name).endswith("/extra")]
+    if embedded:
+        return posixpath.dirname(embedded[0]), "torchscript"
+    return _configs_folder(path, entries), "zip"
 
 
 def check_entries_stay_inside(path: str, entries: list) -> None:
@@ -130,6 +136,39 @@ def bundle_requirements(metadata: dict) -> dict:
     packages = metadata.get("required_packages_version") or metadata.get("optional_packages_version") or {}
     requirements.update({name: f">={version}" for name, version in packages.items()})
     return requirements
+
+
+def undeclared_needs(path: str, inference: str, requirements: dict) -> dict:
+    """The packages the inference config's MONAI transforms and networks import when they run (scikit-image for
+    KeepLargestConnectedComponentd...) that ``requirements`` lacks, each with what needs it: {pip name: [names]}."""
+    from .packages import normalise_name
+
+    declared = {normalise_name(name) for name in requirements}
+    needs = optional_packages.config_needs(read_inference_config(path, inference)) if inference else {}
+    return {name: users for name, users in needs.items() if normalise_name(name) not in declared}
+
+
+def read_inference_config(path: str, name: str) -> dict:
+    """A bundle's ``configs/<name>`` as data, nothing evaluated; {} when it cannot be read (the run says why).
+
+    YAML needs PyYAML, which a worker has (MONAI reads YAML configs with it) but a bare Python may not.
+    """
+    try:
+        if os.path.isdir(path):
+            text = _read_text(os.path.join(path, "configs", name))
+        else:
+            with zipfile.ZipFile(path) as archive:
+                folder, _ = _archive_configs(path, archive.namelist())
+                text = archive.read(posixpath.join(folder, name)).decode("utf-8")
+        if name.endswith(".json"):
+            config = json.loads(text)
+        else:
+            import yaml
+
+            config = yaml.safe_load(text)
+    except Exception:  # unreadable, not JSON or YAML, or no PyYAML: nothing shown before the run
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _read_text(path: str) -> str:

@@ -75,7 +75,9 @@ def requirements_for(package) -> list:
 
     A bundle gets the MONAI it was made with (``monai_version``) exactly, and the torch and numpy
     of the same major version as its author's (MONAI 1.3 calls ``ndarray.ptp``, which numpy 2
-    removed, yet does not ask for numpy < 2); its other packages as minimums. A Deploy app's
+    removed, yet does not ask for numpy < 2); its other packages as minimums, and those its inference config's
+    transforms need that its metadata does not list (scikit-image for KeepLargestConnectedComponentd), without
+    a version: ``package.requirements`` holds them all (``packages.open_package``). A Deploy app's
     ``requirements.txt`` and a sidecar's requirements are taken as written.
     """
     requirements = dict(package.requirements)

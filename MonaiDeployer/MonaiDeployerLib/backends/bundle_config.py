@@ -19,6 +19,7 @@ import sys
 import types
 
 from ..errors import PackageError
+from ..optional_packages import install_hint
 from . import one_line_cause
 
 DEVICE_KEYS = ("device", "map_location")
@@ -144,7 +145,8 @@ def use_scripts_of(root: str) -> None:
 
 def instantiate(parser, config_id: str, what: str, made_with: dict):
     """``parser.get_parsed_content(config_id)``, failing with one line that says which part broke and, when the
-    bundle was made with another MONAI release than the worker's, that this may be why."""
+    bundle was made with another MONAI release than the worker's, that this may be why (or, when it needs a
+    package the worker lacks, the ``pip install`` for it)."""
     if config_id not in parser:
         raise PackageError(f"the inference config has no {config_id!r} ({what})")
     try:
@@ -152,8 +154,8 @@ def instantiate(parser, config_id: str, what: str, made_with: dict):
     except PackageError:
         raise
     except Exception as error:  # anything a config's Python can raise
-        raise PackageError(f"the bundle's {config_id!r} cannot be built: {one_line_cause(error)}"
-                           f"{release_hint(made_with)}") from error
+        cause = install_hint(error) or f"{one_line_cause(error)}{release_hint(made_with)}"
+        raise PackageError(f"the bundle's {config_id!r} cannot be built: {cause}") from error
 
 
 def release_hint(made_with: dict) -> str:
