@@ -610,6 +610,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job.error is None:
             self.ui.progressBar.value = 100
             showResult(job.input_node, job.output_node)
+            for note in job.result.notes:
+                self._appendLog(note)
             for stage, seconds in job.timings.items():
                 self._appendLog(_("{stage}: {seconds:.2f} s").format(stage=stage, seconds=seconds))
             message = _("Created {node}.") if self._jobCreatesNode else _("Updated {node}.")

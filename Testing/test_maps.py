@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, assert_held_out_segmented
+from conftest import LIBRARY_TEMP, REPO_ROOT, assert_held_out_segmented
 
 from MonaiDeployerLib import Cancelled, NotAMapError, PackageError, Runner, Volume, open_package
 from MonaiDeployerLib.maps import inspect_map
@@ -26,6 +27,7 @@ TEST_MAP = "localhost/monaideployer-test-map:1.0"
 PHANTOM_MAP = "localhost/monaideployer-phantom-map:1.0"
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
 DICOM_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_dicom"
+THRESHOLD_APP = REPO_ROOT / "Testing" / "map_apps" / "phantom_threshold"
 PHANTOM_DICOM_MAP = "localhost/monaideployer-phantom-dicom-map:1.0"
 LABELS = {1: "organ", 2: "lesion"}
 
@@ -277,11 +279,112 @@ def test_an_image_that_is_not_a_map_runs_its_own_entry_point_only_when_asked(tmp
     assert our_containers() == []
 
 
-def test_only_a_python_app_is_kept_warm(tmp_path):
-    image = build_map(tmp_path / "context", "localhost/monaideployer-test-failing-map:binary", [],
-                      command=["/opt/holoscan/app/segment", "--fast"])
-    with Runner(device="cpu") as runner, pytest.raises(
-            PackageError, match=r"runs /opt/holoscan/app/segment --fast, not a Python app: only a MONAI Deploy app "
-                                r"in Python can be kept warm; run it cold"):
-        runner.run(open_package(image, mode="map", runtime="podman"), Volume(np.zeros((8, 8, 8), np.float32)))
+@pytest.fixture(scope="module")
+def python_without_torch(tmp_path_factory) -> str:
+    """A worker Python with the library's own dependencies and no torch or MONAI: a user with only a container
+    runtime, as the MAP's whole point is (the versions of this environment's, so pip finds them cached)."""
+    from importlib.metadata import version
+
+    folder = tmp_path_factory.mktemp("no-torch") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True, capture_output=True)
+    python = str(folder / "bin" / "python")
+    wanted = [f"{name}=={version(name)}" for name in ("numpy", "nibabel", "pynrrd", "packaging", "PyYAML")]
+    subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted], check=True,
+                   capture_output=True)
+    assert subprocess.run([python, "-c", "import torch"], capture_output=True, check=False).returncode != 0
+    return python
+
+
+@pytest.fixture(scope="module")
+def numpy_map(tmp_path_factory) -> str:
+    """A MAP whose app is a numpy script (no MONAI Deploy app, no torch in the image)."""
+    context = tmp_path_factory.mktemp("numpy-map")
+    shutil.copy(THRESHOLD_APP / "app.py", context / "app.py")
+    return build_map(context, "localhost/monaideployer-test-numpy-map:1",
+                     ["COPY app.py /opt/holoscan/app/app.py", 'ENTRYPOINT ["python3", "/opt/holoscan/app/app.py"]'])
+
+
+def test_a_map_without_torch_runs_by_default_through_a_worker_without_torch(numpy_map, python_without_torch,
+                                                                           held_out):
+    """Warm is the default; an app that is not a Deploy app runs cold instead, and the first result says why."""
+    with Runner(python=python_without_torch, device="cpu") as runner:
+        assert "torch" not in runner.environment()["packages"]
+        package = open_package(numpy_map, mode="map", runtime="podman")
+        results = [runner.run(package, volume) for _, volume, _ in held_out]
+    for result, (_, volume, truth) in zip(results, held_out, strict=True):
+        assert result.labelmap.same_grid(volume, tolerance=1e-9)
+        assert min(dice_per_label(result.labelmap.array, truth, [1, 2]).values()) >= MINIMUM_DICE
+        assert "import" not in result.timings and "container" in result.timings
+    assert results[0].notes == ["localhost/monaideployer-test-numpy-map:1 ran cold, in a container per run: "
+                                "/opt/holoscan/app/app.py cannot be kept warm: app.py defines no MONAI Deploy "
+                                "Application class"]
+    assert results[1].notes == results[2].notes == []  # said once
     assert our_containers() == []
+
+
+def test_the_cli_without_torch_runs_a_map_and_says_why_it_ran_cold(numpy_map, python_without_torch, held_out,
+                                                                   tmp_path):
+    from MonaiDeployerLib import read_volume, write_volume
+
+    _, volume, truth = held_out[1]
+    write_volume(str(tmp_path / "case.nii.gz"), volume)
+    finished = subprocess.run([python_without_torch, "-m", "MonaiDeployerLib", "run", numpy_map,
+                               str(tmp_path / "case.nii.gz"), str(tmp_path / "seg.nii.gz"), "--mode", "map",
+                               "--device", "cpu"],
+                              capture_output=True, text=True, cwd=REPO_ROOT / "MonaiDeployer", check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr.count("note: ") == 1
+    assert "ran cold, in a container per run: " in finished.stderr
+    assert min(dice_per_label(read_volume(str(tmp_path / "seg.nii.gz")).array, truth, [1, 2]).values()) >= MINIMUM_DICE
+    assert our_containers() == []
+
+
+def test_a_map_whose_command_is_not_python_runs_cold_and_says_why(tmp_path, held_out):
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(THRESHOLD_APP / "app.py", context / "app.py")
+    command = ["sh", "-c", "exec python3 /opt/holoscan/app/app.py"]
+    image = build_map(context, "localhost/monaideployer-test-numpy-map:shell",
+                      ["COPY app.py /opt/holoscan/app/app.py", f"ENTRYPOINT {json.dumps(command)}"], command=command)
+    _, volume, truth = held_out[0]
+    with Runner(device="cpu") as runner:
+        result = runner.run(open_package(image, mode="map", runtime="podman"), volume)
+    assert result.notes == [f"{image} ran cold, in a container per run: it runs sh -c exec python3 "
+                            "/opt/holoscan/app/app.py, not a Python app"]
+    assert min(dice_per_label(result.labelmap.array, truth, [1, 2]).values()) >= MINIMUM_DICE
+    assert our_containers() == []
+
+
+@pytest.mark.parametrize("launch", ["cold", "warm"])
+def test_a_killed_command_line_leaves_no_container_process_or_file(phantom_map, held_out, tmp_path, launch):
+    """SIGKILL of the command line while its MAP's container runs: the worker removes the container and the
+    runner's folder, and every process of the run ends."""
+    import psutil
+
+    from MonaiDeployerLib import write_volume
+
+    case, output = tmp_path / "case.nii.gz", tmp_path / "out" / "seg.nii.gz"
+    output.parent.mkdir()
+    write_volume(str(case), held_out[0][1])
+    cli = subprocess.Popen([sys.executable, "-m", "MonaiDeployerLib", "run", phantom_map, str(case), str(output),
+                            "--mode", "map", "--runtime", "podman", "--device", "cpu",
+                            *(["--cold"] if launch == "cold" else [])],
+                           cwd=REPO_ROOT / "MonaiDeployer", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not our_containers():
+            assert cli.poll() is None and time.monotonic() < deadline, "the container never started"
+            time.sleep(0.05)
+        worker = psutil.Process(cli.pid).children()[0]
+        processes = [worker, *worker.children(recursive=True)]
+        folders = [path for path in LIBRARY_TEMP.glob("monaideployer-*") if path.is_dir()
+                   and json.loads((path / "owner.json").read_text())["pid"] == cli.pid]
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=10)
+        _, alive = psutil.wait_procs(processes, timeout=60)
+        assert alive == []
+    finally:
+        cli.kill()
+    assert our_containers() == []
+    assert len(folders) == 1 and not folders[0].exists()
+    assert list(output.parent.iterdir()) == []

@@ -1,9 +1,11 @@
-"""Command line: ``python -m MonaiDeployerLib inspect|run ...``; errors are one line on stderr, exit 1."""
+"""Command line: ``monaideployer inspect|run ...`` (the installed console script) or ``python -m MonaiDeployerLib``;
+errors are one line on stderr, exit 1."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -31,8 +33,7 @@ def main(argv=None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m MonaiDeployerLib",
-                                     description="Run packaged MONAI models on 3D volumes.")
+    parser = argparse.ArgumentParser(prog=_program(), description="Run packaged MONAI models on 3D volumes.")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     _add_common_options(_package_command(commands, "inspect", "describe a model package and check its requirements",
@@ -90,6 +91,11 @@ def _package_command(commands, name: str, summary: str, handler,
     parser.add_argument("package", help=package_help)
     parser.set_defaults(command=handler)
     return parser
+
+
+def _program() -> str:
+    """The name help shows: how this process was started (``python -m`` runs this file as ``__main__.py``)."""
+    return "python -m MonaiDeployerLib" if os.path.basename(sys.argv[0]) == "__main__.py" else "monaideployer"
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -173,18 +179,21 @@ def _run(arguments) -> int:
         python = made.python
     with Runner(python=python, device=arguments.device) as runner:
         result = runner.run(package, volume, timeout=arguments.timeout, trust=arguments.trust)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        # while the runner is open: if this process is killed mid-write, its worker removes the partial file
+        write_volume(arguments.output, result.labelmap, result.labels, result.colors, ledger=runner.private_folder)
+        others = [write_volume(_beside(arguments.output, index), other.labelmap, other.labels,
+                               ledger=runner.private_folder) for index, other in enumerate(result.others, start=2)]
     if made is not None and made.made_now:
         result.timings = {"make_environment": made.seconds, **result.timings}
-    write_volume(arguments.output, result.labelmap, result.labels, result.colors)
-    others = [write_volume(_beside(arguments.output, index), other.labelmap, other.labels)
-              for index, other in enumerate(result.others, start=2)]
     counts = _voxel_counts(result)
     if arguments.json:
         print(json.dumps({"output": arguments.output, "others": others, "package": package.name, "mode": package.mode,
                           "labels": {str(value): name for value, name in result.labels.items()},
                           "overlapping": result.overlapping,
                           "voxels": {str(value): count for value, count in counts.items()},
-                          "timings": result.timings}, indent=2))
+                          "timings": result.timings, "notes": result.notes}, indent=2))
         return 0
     note = " (the segments overlap: a voxel may count in several)" if result.overlapping else ""
     print(f"wrote {arguments.output}{note}")

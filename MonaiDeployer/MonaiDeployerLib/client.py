@@ -25,8 +25,8 @@ from .protocol import Event
 LIBRARY_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MonaiDeployerLib.worker import main; main()"
 STDERR_LINES_KEPT = 40
-ERROR_TYPES = {name: getattr(errors, name)
-               for name in ("InputError", "PackageError", "NotAMapError", "OutputError", "WorkerError")}
+ERROR_TYPES = {name: getattr(errors, name) for name in (
+    "InputError", "PackageError", "NotAMapError", "CannotKeepWarm", "OutputError", "WorkerError")}
 
 
 class WorkerClient:
@@ -131,6 +131,15 @@ class WorkerClient:
         except OSError as error:
             raise WorkerError(f"the worker process is not answering: {error}") from error
         return call
+
+    def tell(self, op: str, **payload) -> None:
+        """Send a message that gets no answer (the worker's reader takes it at once, even during a run)."""
+        self.start()
+        try:
+            self._process.stdin.write(protocol.encode({"op": op, **payload}))
+            self._process.stdin.flush()
+        except OSError as error:
+            raise WorkerError(f"the worker process is not answering: {error}") from error
 
     def remember_output(self, lines: list) -> None:
         """Keep lines the worker reported another way (a traceback in an error event) with its stderr."""

@@ -8,6 +8,7 @@ is a file or folder inside the package (``models/``, ``model/``, or one ``.ts``/
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 
@@ -28,6 +29,27 @@ def app_file(path: str) -> str:
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
     raise PackageError(f"{path} is not a MONAI Deploy app: it has no app.py or __main__.py")
+
+
+def warm_obstacle(app_path: str) -> str | None:
+    """Why the app cannot be kept warm, read from its source without running it; None when it can.
+
+    Warm, the worker imports the app and re-runs its one ``Application`` subclass. A plain script
+    (numpy, another framework) would run at import, with the worker's arguments: it runs cold instead.
+    """
+    try:
+        with open(app_path, encoding="utf-8") as stream:
+            tree = ast.parse(stream.read(), app_path)
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"{os.path.basename(app_path)} cannot be read as Python ({error})"
+    if not any(isinstance(node, ast.ClassDef) and any(_base_name(base) == "Application" for base in node.bases)
+               for node in tree.body):
+        return f"{os.path.basename(app_path)} defines no MONAI Deploy Application class"
+    return None
+
+
+def _base_name(base: ast.expr) -> str:
+    return base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
 
 
 def find_model(path: str, chosen: str | None) -> str:

@@ -17,6 +17,10 @@ class NotAMapError(PackageError):
     """A container image without MAP manifests: its own entry point can still run, if the user asks for it."""
 
 
+class CannotKeepWarm(PackageError):
+    """An app that cannot be imported and re-run in a kept process (not a MONAI Deploy app): it can run cold."""
+
+
 class OutputError(MonaiDeployerError):
     """The result cannot be written where the user asked."""
 

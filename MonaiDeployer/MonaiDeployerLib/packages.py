@@ -154,26 +154,32 @@ def _describe_torchscript(path: str) -> PackageInfo:
 
 
 def _describe_bundle(path: str) -> PackageInfo:
+    """Requirements: the metadata's, and any package the config's transforms need that it does not list (no
+    version: MONAI asks for none that matters), named in ``settings["needed_by"]`` with the transforms."""
     metadata, inference, form = bundles.read_bundle_metadata(path)
-    return _code_package(
-        path, "bundle", metadata, "name",
-        labels=bundles.bundle_labels(metadata),
-        requirements=bundles.bundle_requirements(metadata),
-        settings={"form": form, "inference_config": inference, "outputs_overlap": bundles.outputs_overlap(metadata),
-                  "made_with": bundles.made_with(metadata), **bundles.bundle_inputs(metadata)},
-    )
+    requirements = bundles.bundle_requirements(metadata)
+    needed_by = bundles.undeclared_needs(path, inference, requirements)
+    requirements.update(dict.fromkeys(needed_by, ""))
+    settings = {"form": form, "inference_config": inference, "outputs_overlap": bundles.outputs_overlap(metadata),
+                "made_with": bundles.made_with(metadata), **bundles.bundle_inputs(metadata)}
+    if needed_by:
+        settings["needed_by"] = needed_by
+    return _code_package(path, "bundle", metadata, "name", labels=bundles.bundle_labels(metadata),
+                         requirements=requirements, settings=settings)
 
 
 def _describe_deploy(path: str, model: str | None, launch: str, input_format: str | None) -> PackageInfo:
     app = deployapps.app_file(path)
     app_yaml = deployapps.read_app_yaml(path)
     application = app_yaml.get("application") if isinstance(app_yaml.get("application"), dict) else {}
+    cold_because = deployapps.warm_obstacle(app) if launch == "warm" else None
     return _code_package(
         path, "deploy", application, "title",
         labels=deployapps.declared_labels(app_yaml),
         requirements={**DEPLOY_SDK_REQUIREMENT, **deployapps.read_requirements(path)},
         settings={"app": os.path.abspath(app), "model": deployapps.find_model(path, model),
-                  "input_format": input_format or deployapps.input_format(app, app_yaml), "launch": launch},
+                  "input_format": input_format or deployapps.input_format(app, app_yaml),
+                  "launch": "cold" if cold_because else launch, "cold_because": cold_because},
     )
 
 
@@ -204,12 +210,19 @@ def package_facts(package: PackageInfo, trusted: bool) -> list:
         made_with = settings.get("made_with") or {}
         if made_with:
             facts.append(("made with", ", ".join(f"{name} {version}" for name, version in made_with.items())))
+        needed_by = settings.get("needed_by") or {}
+        if needed_by:
+            one = len(needed_by) == 1
+            facts.append(("config needs", ", ".join(f"{name} ({', '.join(users)})" for name, users in needed_by.items())
+                          + f", which its metadata does not list (MONAI imports {'it' if one else 'them'} only when "
+                          f"{'that runs' if one else 'those run'})"))
     if package.mode == "deploy":
         facts.append(("app", settings["app"]))
         facts.append(("model", settings["model"]))
         facts.append(("input", f"{settings['input_format']} files in a folder (-i)"))
+        cold = "cold: python app.py -i -o -m in a new process each run"
         facts.append(("launch", "warm: the worker imports the app once and re-runs it" if settings["launch"] == "warm"
-                      else "cold: python app.py -i -o -m in a new process each run"))
+                      else f"{cold} ({settings['cold_because']})" if settings.get("cold_because") else cold))
     if settings.get("channels", 1) > 1:
         names = settings.get("channel_names") or []
         facts.append(("input", f"{settings['channels']} channels ({', '.join(names) or 'unnamed'}), in this order: "

@@ -3,6 +3,8 @@
 Requests carry an ``id`` and an ``op`` ("warmup", "run", "shutdown"). The worker answers
 each with zero or more ``progress`` and ``log`` events, then one ``done`` or ``error`` event with
 the same id. Volumes travel as ``.npy`` files in a private temporary folder, never in the stream.
+One message gets no answer: ``{"op": "owner", "folder": ...}`` names the owner's private folder,
+which the worker removes if the owner dies (its stdin ends without a shutdown request).
 """
 
 from __future__ import annotations

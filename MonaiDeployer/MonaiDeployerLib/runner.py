@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import leftovers
 from .client import WorkerClient
 from .containers import find_runtime, remove_containers_of
 from .dicom import DICOM_SOURCE_FOLDER
@@ -44,6 +45,7 @@ class Result:
     package: PackageInfo | None = None
     name: str = ""
     others: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # how it ran, where the user should know (e.g. cold, and why)
 
     @property
     def overlapping(self) -> bool:
@@ -61,6 +63,7 @@ class Runner:
         self._job = None
         self._jobs_folder = None
         self._runtimes = set()
+        self._owner_told = None  # the worker process that knows this runner's private folder
 
     @property
     def python(self) -> str:
@@ -80,7 +83,7 @@ class Runner:
         if self._jobs_folder is not None:
             for runtime in self._runtimes:  # a worker that had to be killed could not stop its containers
                 remove_containers_of(runtime, self._jobs_folder)
-            shutil.rmtree(self._jobs_folder, ignore_errors=True)
+            leftovers.remove_folder(self._jobs_folder)
             self._jobs_folder = None
 
     def environment(self) -> dict:
@@ -107,19 +110,30 @@ class Runner:
         package = package if isinstance(package, PackageInfo) else open_package(package)
         self.trust_list.check(package, trust)
         started_worker = self.client.start()
+        if self._owner_told != self.client.pid:  # before any patient data is written: who cleans up if we die
+            self.client.tell("owner", folder=self.private_folder)
+            self._owner_told = self.client.pid
         missing = missing_requirements(package.requirements, self.environment()["packages"])
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
         if package.mode == "map":
-            self._runtimes.add(find_runtime(package.settings.get("runtime")))
+            runtime = find_runtime(package.settings.get("runtime"))
+            self._runtimes.add(runtime)
+            leftovers.note_runtime(self.private_folder, runtime)
         self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [],
-                        self._private_folder())
+                        self.private_folder)
         return self._job
 
-    def _private_folder(self) -> str:
-        """The folder of this runner's run folders (a warm MAP container sees it, and nothing else of the host)."""
+    @property
+    def private_folder(self) -> str:
+        """The folder of this runner's run folders (a warm MAP container sees it, and nothing else of the host).
+
+        It names this process as its owner: if the process is killed, its worker removes the folder, and
+        failing that the next runner does. Pass it as ``write_volume(..., ledger=)`` so that an output file
+        being written when the process is killed is removed with it.
+        """
         if self._jobs_folder is None:
-            self._jobs_folder = tempfile.mkdtemp(prefix="monaideployer-")
+            self._jobs_folder = leftovers.make_private_folder()
         return self._jobs_folder
 
     def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False,
@@ -216,6 +230,7 @@ class Job:
                   "model": bool(answer.get("model_cached"))},
             package=self.package,
             others=[self._read_other(other) for other in answer.get("others", [])],
+            notes=list(answer.get("notes", [])),
         )
 
     def _read_other(self, other: dict) -> Result:

@@ -12,12 +12,13 @@ read or written (Slicer imports this module at start-up).
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import InputError, OutputError
+from .leftovers import PARTIAL_PREFIX, noted_partial
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 PALETTE = ((0.90, 0.35, 0.25), (0.25, 0.65, 0.90), (0.95, 0.80, 0.25), (0.45, 0.80, 0.35),
@@ -144,37 +145,44 @@ def read_volume(path: str) -> Volume:
     raise InputError(f"unsupported input file type: {path} (use .nrrd, .nii or .nii.gz)")
 
 
-def write_volume(path: str, volume: Volume, labels: dict | None = None, colors: dict | None = None) -> str:
+def write_volume(path: str, volume: Volume, labels: dict | None = None, colors: dict | None = None,
+                 ledger: str | None = None) -> str:
     """Write .nrrd, .nii, .nii.gz or .seg.nrrd (a labelmap whose segments carry ``labels``' names).
 
     A 4D result (overlapping segments, one mask per label) goes to .seg.nrrd as one layer per
     segment, or to .nii/.nii.gz as a 4D image; a .nrrd labelmap cannot hold it and is refused.
     The file appears whole or not at all: it is written beside its target and renamed into place.
+    ``ledger``: a runner's private folder, where the partial file is noted while it is written, so
+    that it is removed even if this process is killed meanwhile (see ``leftovers``).
     """
     path = os.fspath(path)
     check_output(path, _channel_names(volume, labels or {}) if volume.array.ndim == 4 else None)
     suffix = volume_suffix(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, partial = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=folder)
-    except OSError as error:
-        raise OutputError(f"output is not writable: {path} ({error.strerror})") from error
-    os.close(handle)
-    try:
-        if suffix == ".seg.nrrd" and volume.array.ndim == 4:
-            _write_layered_seg_nrrd(partial, volume, labels or {}, colors or {})
-        elif suffix == ".seg.nrrd":
-            _write_seg_nrrd(partial, volume, labels or {}, colors or {})
-        else:
-            {".nrrd": _write_nrrd, ".nii": _write_nifti, ".nii.gz": _write_nifti}[suffix](partial, volume)
-        os.replace(partial, path)
-    except BaseException as error:
-        if os.path.exists(partial):
-            os.remove(partial)
-        if isinstance(error, Exception) and not isinstance(error, OutputError):
-            raise OutputError(f"cannot write {path}: {_one_line(error)}") from error
-        raise
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{suffix}")
+    with noted_partial(ledger, partial):  # noted before it exists: a kill at any moment leaves it listed
+        try:
+            os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as error:
+            raise OutputError(f"output is not writable: {path} ({error.strerror})") from error
+        try:
+            _write_partial(partial, suffix, volume, labels, colors)
+            os.replace(partial, path)
+        except BaseException as error:
+            if os.path.exists(partial):
+                os.remove(partial)
+            if isinstance(error, Exception) and not isinstance(error, OutputError):
+                raise OutputError(f"cannot write {path}: {_one_line(error)}") from error
+            raise
     return path
+
+
+def _write_partial(partial: str, suffix: str, volume: Volume, labels: dict | None, colors: dict | None) -> None:
+    if suffix == ".seg.nrrd" and volume.array.ndim == 4:
+        _write_layered_seg_nrrd(partial, volume, labels or {}, colors or {})
+    elif suffix == ".seg.nrrd":
+        _write_seg_nrrd(partial, volume, labels or {}, colors or {})
+    else:
+        {".nrrd": _write_nrrd, ".nii": _write_nifti, ".nii.gz": _write_nifti}[suffix](partial, volume)
 
 
 def check_output(path: str, overlapping_segments: list | None = None) -> None:

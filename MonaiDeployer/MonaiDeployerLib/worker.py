@@ -1,28 +1,36 @@
 """The inference process: a request loop that keeps Python, torch, MONAI and loaded models between runs.
 
-Started by ``client.WorkerClient`` in any Python that has torch and MONAI (Slicer's own, a venv,
-a conda environment). Protocol lines go to a private copy of stdout; everything libraries print
-goes to stderr, so a stray ``print`` cannot break the protocol.
+Started by ``client.WorkerClient`` in any Python (Slicer's own, a venv, a conda environment, a
+MAP image's); it needs numpy, and torch and MONAI only for the modes that run a model in it
+(TorchScript, bundles): a Deploy app imports what it uses, a MAP brings its own. Protocol lines go
+to a private copy of stdout; everything libraries print goes to stderr, so a stray ``print``
+cannot break the protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import platform
+import queue
+import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 
 import numpy as np
 
-from . import protocol
+from . import leftovers, protocol
 from .backends import create_backend
 from .errors import MonaiDeployerError, WorkerError
 from .packages import PackageInfo, normalise_name
 from .volume import Volume
 
+FRAMEWORKS = ("torch", "monai")
 
 def installed_packages() -> dict:
     """Every installed distribution's version by normalised name, read without importing anything.
@@ -39,10 +47,22 @@ def installed_packages() -> dict:
 
 
 class Worker:
+    """Serves requests one at a time; a reader thread notices at once when the owner is gone.
+
+    The owner (the process that started this worker) holds the write end of its stdin: end of file
+    without a shutdown request means it was killed (out of memory, a crash, ``kill -9``). Then
+    nothing of its runs may stay: the worker removes the run in flight, the owner's private folder
+    (with any output it was writing) and the containers it started, and stops whatever it runs.
+    """
+
     def __init__(self, channel):
         self._channel = channel
         self._backends = {}
-        self._imported = False
+        self._imported = set()
+        self._in_flight = None  # the request being served
+        self._owner_gone = False
+        self._state = threading.Lock()  # between the reader noticing the end and the loop taking a request
+        self._owner_folders = set()  # the private folders its owner named ("owner" messages)
 
     def send(self, message: dict) -> None:
         self._channel.write(protocol.encode(message))
@@ -53,16 +73,69 @@ class Worker:
             "python": platform.python_version(), "executable": sys.executable, "pid": os.getpid(),
             "packages": installed_packages(),
         }})
+        inbox = queue.Queue()
+        threading.Thread(target=self._read, args=(requests, inbox), daemon=True).start()
+        shutdown = False
         try:
-            for line in requests:
-                if not line.strip():
-                    continue
-                request = protocol.decode(line)
-                if request.get("op") == "shutdown":
+            while True:
+                request = inbox.get()
+                if request is None or request.get("op") == "shutdown":
+                    shutdown = request is not None
                     return
-                self.handle(request)
+                with self._state:
+                    if self._owner_gone:
+                        return
+                    self._in_flight = request
+                try:
+                    self.handle(request)
+                finally:
+                    with self._state:
+                        self._in_flight = None
         finally:
             self.close()
+            if not shutdown:
+                self._remove_owner_folders()
+
+    def _read(self, requests, inbox: queue.Queue) -> None:
+        """Hand each request to the serving loop; at end of file while a run is in flight, abandon it.
+
+        An "owner" message names a private folder of the owner's; it comes before the owner writes anything there.
+        """
+        for line in requests:
+            if not line.strip():
+                continue
+            request = protocol.decode(line)
+            if request.get("op") == "owner":
+                self._owner_folders.add(request["folder"])
+                continue
+            inbox.put(request)
+            if request.get("op") == "shutdown":
+                return
+        with self._state:
+            self._owner_gone = True
+            in_flight = self._in_flight is not None
+        if in_flight:
+            self._abandon()
+        inbox.put(None)
+
+    def _abandon(self) -> None:
+        """The owner died during a run: remove every trace of it, then stop this process and what it started."""
+        for backend in self._backends.values():
+            if hasattr(backend, "abandon"):
+                backend.abandon()
+        request = self._in_flight or {}
+        if request.get("input"):
+            shutil.rmtree(os.path.dirname(request["input"]), ignore_errors=True)
+        self._remove_owner_folders()
+        if os.name == "posix" and os.getpgrp() == os.getpid():  # it leads the group of what it started
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # a cold app, a container client, and itself
+        os._exit(1)
+
+    def _remove_owner_folders(self) -> None:
+        """Without a shutdown request the owner is gone: its private folders go, with outputs it was writing."""
+        for folder in self._owner_folders:
+            leftovers.remove_folder(folder)
 
     def close(self) -> None:
         """Let backends that keep something outside this process (a warm MAP container) stop it."""
@@ -87,23 +160,31 @@ class Worker:
                        "traceback": traceback.format_exc()})
 
     def warmup(self, request: dict) -> dict:
-        """Import torch and MONAI once; every later run finds them imported."""
-        if self._imported:
-            return {"timings": {}}
+        """Import torch and MONAI now, so that the first TorchScript or bundle run finds them imported."""
+        return {"timings": self._import(FRAMEWORKS)}
+
+    def _import(self, names) -> dict:
+        """Import ``names`` once; {"import": seconds} when any was imported now."""
+        needed = [name for name in names if name not in self._imported]
+        if not needed:
+            return {}
         started = time.perf_counter()
-        for name in ("torch", "monai"):
+        for name in needed:
             try:
                 importlib.import_module(name)
             except ImportError as error:
                 raise WorkerError(f"the worker Python {sys.executable} cannot import {name} ({error}); "
                                   f"install {name} in that environment or choose another Python") from error
-        self._imported = True
-        return {"timings": {"import": time.perf_counter() - started}}
+            self._imported.add(name)
+        return {"import": time.perf_counter() - started}
 
     def run(self, request: dict) -> dict:
         request_id = request.get("id")
-        timings = self.warmup(request)["timings"]
         package = PackageInfo.from_dict(request["package"])
+        backend = self._backends.get(package.mode)
+        if backend is None:
+            backend = self._backends[package.mode] = create_backend(package.mode)
+        timings = self._import(backend.imports)
         started = time.perf_counter()
         volume = Volume(np.load(request["input"], allow_pickle=False), np.asarray(request["ijk_to_ras"]))
         timings["read_input"] = time.perf_counter() - started
@@ -111,9 +192,6 @@ class Worker:
         def report(stage: str, fraction: float | None) -> None:
             self.send({"id": request_id, "event": "progress", "stage": stage, "fraction": fraction})
 
-        backend = self._backends.get(package.mode)
-        if backend is None:
-            backend = self._backends[package.mode] = create_backend(package.mode)
         segmented = backend.run(package, volume, request.get("device", "auto"), report,
                                 work_folder=os.path.dirname(request["input"]))
         started = time.perf_counter()
@@ -131,6 +209,7 @@ class Worker:
             "timings": timings,
             "model_cached": segmented.model_cached,
             "others": others,
+            "notes": segmented.notes,
         }
 
 

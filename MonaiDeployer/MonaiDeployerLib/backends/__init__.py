@@ -24,6 +24,7 @@ class Segmented:
     timings: dict = field(default_factory=dict)
     model_cached: bool = False
     others: list = field(default_factory=list)  # (name, labelmap, labels) of further outputs an app wrote
+    notes: list = field(default_factory=list)  # what the user should know about how it ran (one line each)
 
 
 def create_backend(mode: str):
@@ -108,20 +109,33 @@ def resample_nearest(output, volume):
 
 
 def on_input_grid(output, volume) -> np.ndarray:
-    """A labelmap ``Volume`` an app wrote, on the input's grid: as it is when the grids match, else resampled."""
-    import torch
-    from monai.data import MetaTensor
+    """A labelmap ``Volume`` an app wrote, on the input's grid: as it is when the grids match, else resampled.
 
+    numpy only: a Deploy app or a MAP runs in a worker that may have neither torch nor MONAI.
+    """
     if output.array.ndim != 3:
         raise PackageError(f"the output has shape {output.shape}; a 3D labelmap was expected")
-    if output.same_grid(volume):
-        array = output.array
-    else:
-        labels = torch.from_numpy(output.array.astype(np.float32))[None]
-        array = resample_nearest(MetaTensor(labels, affine=torch.as_tensor(output.ijk_to_ras)), volume)[0].numpy()
+    array = output.array if output.same_grid(volume) else labels_on_grid(output, volume.shape[:3], volume.ijk_to_ras)
     if np.any(array < 0) or np.any(array != np.round(array)):
         raise PackageError("the output holds values that are not label values (negative or fractional)")
     return array.astype(np.uint8 if array.max(initial=0) < 256 else np.int16)
+
+
+def labels_on_grid(labels, shape: tuple, ijk_to_ras: np.ndarray) -> np.ndarray:
+    """A 3D label ``Volume`` resampled (nearest voxel centre) onto the grid ``shape``/``ijk_to_ras``; 0 outside it.
+
+    One target slice at a time, so memory stays at one slice of indices.
+    """
+    to_source = np.linalg.inv(labels.ijk_to_ras) @ np.asarray(ijk_to_ras, dtype=np.float64)
+    i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    in_plane = to_source[:3, 0, None, None] * i + to_source[:3, 1, None, None] * j + to_source[:3, 3, None, None]
+    source_shape = np.asarray(labels.shape[:3])[:, None, None]
+    result = np.zeros(shape, dtype=labels.array.dtype)
+    for k in range(shape[2]):
+        index = np.floor(in_plane + to_source[:3, 2, None, None] * k + 0.5).astype(np.int64)
+        inside = np.all((index >= 0) & (index < source_shape), axis=0)
+        result[:, :, k][inside] = labels.array[index[0][inside], index[1][inside], index[2][inside]]
+    return result
 
 
 def argmax_over_channels(scores):

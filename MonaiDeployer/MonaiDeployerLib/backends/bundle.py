@@ -17,6 +17,7 @@ import numpy as np
 
 from ..bundles import unpacked_root
 from ..errors import PackageError
+from ..optional_packages import install_hint
 from ..trust import home_folder
 from . import (
     Segmented,
@@ -35,6 +36,8 @@ CONFIG_LABEL_KEYS = ("label_names", "labels", "class_names")
 
 
 class BundleBackend:
+    imports = ("torch", "monai")  # what the worker imports (and checks) before the first run
+
     def __init__(self):
         self._pipelines = OrderedDict()
 
@@ -142,7 +145,7 @@ class BundlePipeline:
                 data = apply_transform(transform, data, compose.map_items, compose.unpack_items)
             except Exception as error:  # a bundle's transform can raise anything
                 raise PackageError(f"the bundle's {kind}processing failed ({type(transform).__name__}): "
-                                   f"{one_line_cause(error)}") from error
+                                   f"{install_hint(error) or one_line_cause(error)}") from error
             if watch is not None:
                 watch(data)
         return data
@@ -172,7 +175,8 @@ class BundlePipeline:
             else:
                 prediction = self.inferer(inputs, network)
         except Exception as error:
-            raise PackageError(f"the bundle's network failed on this input: {one_line_cause(error)}") from error
+            raise PackageError(f"the bundle's network failed on this input: "
+                               f"{install_hint(error) or one_line_cause(error)}") from error
         if isinstance(prediction, (tuple, list)):
             prediction = prediction[0]
         return MetaTensor(prediction[0], meta=image.meta, applied_operations=image.applied_operations)
@@ -264,7 +268,12 @@ def _on_input_grid(output, volume):
 
 
 def _to_labelmap(output) -> np.ndarray:
-    """Label values from a one-channel output, or argmax over probabilities/one-hot channels."""
+    """Label values from a one-channel output, or argmax over probabilities/one-hot channels.
+
+    A one-channel output that is not whole numbers is a probability (thresholded at 0.5) or, when it goes beyond
+    1 and never below 0, label values the bundle interpolated (``Invertd`` with bilinear resampling after argmax,
+    as prostate_mri_anatomy does), rounded to the nearest label.
+    """
     import torch
 
     output = output.float().cpu()
@@ -272,7 +281,7 @@ def _to_labelmap(output) -> np.ndarray:
         return argmax_over_channels(output).numpy()
     values = output[0]
     if not torch.equal(values, torch.round(values)):
-        values = (values > 0.5).float()
+        values = torch.round(values) if values.max() > 1 and values.min() >= 0 else (values > 0.5).float()
     if values.min() < 0 or values.max() > np.iinfo(np.int16).max:
         raise PackageError(f"the bundle's output holds values from {values.min():g} to {values.max():g}, "
                            "not label values")

@@ -17,9 +17,9 @@ import sys
 import time
 import traceback
 
-from ..deployapps import app_file
+from ..deployapps import app_file, warm_obstacle
 from ..dicom import DICOM_SOURCE_FOLDER, is_dicom_seg, read_dicom_seg, write_dicom_series
-from ..errors import PackageError
+from ..errors import CannotKeepWarm, PackageError
 from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
 from . import Segmented, on_input_grid
 
@@ -28,6 +28,8 @@ TRACEBACK_LINES = 6
 
 
 class DeployBackend:
+    imports = ()  # the app imports what it uses: a worker needs neither torch nor MONAI for it
+
     def __init__(self):
         self._applications = {}
 
@@ -64,6 +66,8 @@ class DeployBackend:
 
         segmented = segmented_outputs(output_folder, volume, package, timings, report)
         segmented.model_cached = settings["launch"] == "warm"
+        if settings.get("cold_because"):
+            segmented.notes.append(f"the app ran cold: {settings['cold_because']}")
         return segmented
 
     def _application(self, package):
@@ -72,6 +76,9 @@ class DeployBackend:
         if key in self._applications:
             return self._applications[key], True
         app_path = app_file(package.settings["app"])
+        obstacle = warm_obstacle(app_path)
+        if obstacle:  # importing it would run it: a plain script does its work at import
+            raise CannotKeepWarm(f"{app_path} cannot be kept warm: {obstacle}")
         folder = os.path.dirname(app_path)
         if folder not in sys.path:
             sys.path.insert(0, folder)

@@ -10,6 +10,8 @@ Warm (the default): one long-lived container of the image runs MonaiDeployer's w
 loop in the image's own Python (this package mounted read-only, the runner's private folder
 mounted at the same path), which imports the MAP's Deploy app once and re-runs it per request,
 as Deploy mode's warm launch does. It stops when the worker closes, or is removed by the runner.
+The worker needs only numpy there. An image that cannot host it (an app that is not a Deploy app
+in Python, a Python that cannot run the worker) runs cold instead, and the result says why once.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import time
 import numpy as np
 
 from ..client import LIBRARY_PARENT, WorkerClient
-from ..containers import container_name, find_runtime, read_host_gpus, remove_containers
+from ..containers import container_name, find_runtime, read_host_gpus, remove_containers, remove_containers_of
 from ..dicom import DICOM_SOURCE_FOLDER, write_dicom_series
-from ..errors import PackageError, WorkerError
+from ..errors import CannotKeepWarm, PackageError, WorkerError
 from ..maps import image_description, inspect_map
 from ..volume import write_volume
 from . import Segmented
@@ -37,15 +39,20 @@ LIBRARY_MOUNT = "/opt/monaideployer"
 
 
 class MapBackend:
+    imports = ()  # the image brings its own: a MAP runs with only a container runtime beside the worker
+
     def __init__(self):
         self._facts = {}  # (runtime, reference, entry point) -> MapFacts of the image the reference named last
         self._warm = {}  # (runtime, image id) -> (WorkerClient, container name)
+        self._cold_because = {}  # (runtime, image id) -> why that image cannot be kept warm
+        self._named = set()  # (runtime, private folder): the containers of ours are named after it
         self._host_gpus = read_host_gpus()
 
     def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         timings = {}
         runtime = find_runtime(package.settings.get("runtime"))
         private_folder = os.path.dirname(work_folder)
+        self._named.add((runtime, private_folder))
         started = time.perf_counter()
         facts = self._inspected(runtime, package.path, private_folder, work_folder,
                                 bool(package.settings.get("entry_point")))
@@ -54,11 +61,23 @@ class MapBackend:
         input_format = package.settings.get("input_format") or ("dicom" if facts.reads_dicom else "nifti")
         _copy_linked_series(os.path.join(work_folder, DICOM_SOURCE_FOLDER))
         described = dataclasses.replace(package, name=facts.title, labels=package.labels or facts.labels)
+        cold = (runtime, facts, options, described, volume, input_format, report, work_folder, timings)
         if package.settings.get("launch") == "cold":
-            return self._run_cold(runtime, facts, options, described, volume, input_format, report, work_folder,
-                                  timings)
-        return self._run_warm(runtime, facts, options, described, volume, input_format, device, report, work_folder,
-                              timings)
+            return self._run_cold(*cold)
+        key = (runtime, facts.image_id)
+        reason = self._cold_because.get(key) or _warm_obstacle(facts)
+        if reason is None:
+            try:
+                return self._run_warm(runtime, facts, options, described, volume, input_format, device, report,
+                                      work_folder, timings)
+            except CannotKeepWarm as error:
+                self._stop_warm(key)
+                reason = str(error)
+        segmented = self._run_cold(*cold)
+        if key not in self._cold_because:
+            segmented.notes.append(f"{facts.reference} ran cold, in a container per run: {reason}")
+            self._cold_because[key] = reason
+        return segmented
 
     def _inspected(self, runtime: str, reference: str, private_folder: str, scratch: str, entry_point: bool):
         """The image's facts, read again only when the reference names another image (a rebuilt tag)."""
@@ -104,6 +123,11 @@ class MapBackend:
         app = dataclasses.replace(package, mode="deploy", path=_app_path(facts), content_hash=facts.image_id, settings={
             "app": _app_path(facts), "model": facts.model_path, "launch": "warm", "input_format": input_format})
         started = time.perf_counter()
+        started_container = client.start()
+        try:
+            client.environment()  # its hello: the image's Python runs the worker
+        except WorkerError as error:
+            raise CannotKeepWarm(f"its Python {client.python} cannot run MonaiDeployer's worker ({error})") from error
         try:
             call = client.call("run", package=app.to_dict(), input=input_path, output=output_path,
                                ijk_to_ras=volume.ijk_to_ras.tolist(), device=device)
@@ -111,7 +135,7 @@ class MapBackend:
         except WorkerError as error:
             raise WorkerError(f"the warm container of {facts.reference} failed ({error}); a MAP that cannot be "
                               "kept warm may still run cold") from error
-        if call.started_worker and client.startup_seconds is not None:
+        if started_container and client.startup_seconds is not None:
             timings["start_container"] = client.startup_seconds
         timings["container_request"] = time.perf_counter() - started
         timings.update({f"container_{stage}": seconds for stage, seconds in answer["timings"].items()})
@@ -147,6 +171,11 @@ class MapBackend:
         for key in list(self._warm):
             self._stop_warm(key)
 
+    def abandon(self) -> None:
+        """The worker's owner is gone mid-run: remove every container of ours at once, warm or cold."""
+        for runtime, private_folder in self._named:
+            remove_containers_of(runtime, private_folder)
+
 
 def hardened_options(facts) -> list:
     """What every container of ours gets: the caller's uid:gid, no network, no capabilities, no new privileges,
@@ -174,22 +203,24 @@ def gpu_options(runtime: str, device: str, facts, host) -> list:
     return []
 
 
-def _app_python(facts) -> str:
-    """The Python the manifest's command runs the app with; warm needs one."""
+def _warm_obstacle(facts) -> str | None:
+    """Why the manifest's command cannot be kept warm (only ``python [options] APP`` can), or None."""
     command = facts.command
     if not command or not os.path.basename(command[0]).startswith("python"):
-        raise PackageError(f"{facts.reference} runs {' '.join(command) or 'no command'}, not a Python app: "
-                           "only a MONAI Deploy app in Python can be kept warm; run it cold")
-    return command[0]
+        return f"it runs {' '.join(command) or 'no command'}, not a Python app"
+    if not [part for part in command[1:] if not part.startswith("-")] or "-m" in command or "-c" in command:
+        return f"it runs {' '.join(command)}, with no app file or folder to import"
+    return None
+
+
+def _app_python(facts) -> str:
+    """The Python the manifest's command runs the app with."""
+    return facts.command[0]
 
 
 def _app_path(facts) -> str:
     """The app file or folder the manifest's command runs (``python3 -u /opt/holoscan/app``)."""
-    arguments = [part for part in facts.command[1:] if not part.startswith("-")]
-    if not arguments or "-m" in facts.command or "-c" in facts.command:
-        raise PackageError(f"{facts.reference} runs {' '.join(facts.command)}: no app file or folder to keep warm; "
-                           "run it cold")
-    return arguments[0]
+    return next(part for part in facts.command[1:] if not part.startswith("-"))
 
 
 def _int_keys(labels: dict) -> dict:

@@ -30,6 +30,8 @@ RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 class TorchScriptBackend:
+    imports = ("torch", "monai")  # what the worker imports (and checks) before the first run
+
     def __init__(self):
         self._models = OrderedDict()
 
