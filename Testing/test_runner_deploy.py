@@ -24,6 +24,7 @@ from MonaiDeployerLib import (
     read_volume,
     write_volume,
 )
+from MonaiDeployerLib.packages import package_facts
 from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
@@ -125,6 +126,59 @@ def test_an_app_that_raises_shows_its_own_last_traceback_lines(deploy_runner, tm
         deploy_runner.run(open_package(app, launch=launch), Volume(np.zeros((8, 8, 8), np.float32)), trust=True)
     assert "\n" not in str(failed.value)
     assert "Traceback" in str(failed.value) or "line" in str(failed.value)
+
+
+SCRIPT_APP = """
+import glob
+import os
+import sys
+
+import nibabel
+import numpy as np
+
+arguments = dict(zip(sys.argv[1::2], sys.argv[2::2]))  # at import, as a script does: -i IN -o OUT -m MODEL
+image = nibabel.load(glob.glob(os.path.join(arguments["-i"], "*.nii*"))[0])
+labels = (np.asanyarray(image.dataobj) > 100).astype(np.uint8)
+nibabel.save(nibabel.Nifti1Image(labels, image.affine), os.path.join(arguments["-o"], "seg.nii.gz"))
+"""
+
+
+def test_a_script_that_is_not_a_deploy_app_runs_cold_and_says_why(deploy_runner, tmp_path, held_out):
+    """Importing it would run it with the worker's arguments: its source shows no Application, so it runs cold."""
+    (tmp_path / "model.ts").write_bytes(b"unused")
+    (tmp_path / "app.py").write_text(SCRIPT_APP)
+    package = open_package(tmp_path)
+    assert package.settings["launch"] == "cold"
+    assert ("launch", "cold: python app.py -i -o -m in a new process each run (app.py defines no MONAI Deploy "
+                      "Application class)") in package_facts(package, trusted=True)
+    volume = held_out[2][1]
+    result = deploy_runner.run(package, volume, trust=True)
+    assert result.notes == ["the app ran cold: app.py defines no MONAI Deploy Application class"]
+    assert np.array_equal(result.labelmap.array, (volume.array > 100).astype(np.uint8))
+
+
+def test_an_output_on_another_grid_is_resampled_as_monai_would_without_torch():
+    """numpy's nearest resampling onto the input grid (a worker without torch) gives MONAI's SpatialResample labels,
+    0 outside the output's grid."""
+    import torch
+    from monai.data import MetaTensor
+
+    from MonaiDeployerLib.backends import labels_on_grid, resample_nearest
+
+    labels = np.zeros((40, 50, 30), np.uint8)
+    labels[10:30, 5:40, 4:25], labels[15:20, 20:30, 10:15] = 1, 2
+    written = np.eye(4)
+    written[:3, :3], written[:3, 3] = np.diag([1.3, 0.9, 2.1]), [5, -3, 2]
+    angle = np.deg2rad(17)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    grid = np.eye(4)
+    grid[:3, :3], grid[:3, 3] = rotation @ np.diag([-0.8, 1.1, 1.7]), [40, -10, 0]
+    target = Volume(np.zeros((60, 45, 40), np.float32), grid)
+    ours = labels_on_grid(Volume(labels, written), target.shape, grid)
+    monai = resample_nearest(MetaTensor(torch.from_numpy(labels.astype(np.float32))[None],
+                                        affine=torch.as_tensor(written)), target)[0].numpy()
+    assert np.count_nonzero(ours == 2) > 300 and np.count_nonzero(ours == 0) > 10000
+    assert np.array_equal(ours, monai)
 
 
 def test_a_cold_app_s_last_words_keep_their_order(deploy_runner, tmp_path):
