@@ -49,7 +49,7 @@ APP_LAUNCH_CHOICES = ("warm", "cold")
 APP_INPUT_FORMAT_CHOICES = ("auto", "nifti", "dicom")
 CONTAINER_RUNTIME_CHOICES = ("auto", "podman", "docker")
 # What the worker needs to run a package of each mode; a MAP brings its own environment in its image.
-WORKER_PACKAGES = {"torchscript": ("torch", "monai"), "bundle": ("torch", "monai"), "deploy": ("torch", "monai")}
+WORKER_PACKAGES = {"torchscript": ("torch", "monai"), "bundle": ("torch", "monai")}  # a Deploy app or MAP: its own
 POLL_INTERVAL_MS = 100
 PACKAGE_INFO_DELAY_MS = 400  # let the user finish typing a path before the package is opened
 

@@ -71,6 +71,11 @@ def build_map(context, tag: str, lines: list, base: str = BASE_IMAGE, command: l
     return tag
 
 
+def running_containers() -> list:
+    return subprocess.run(["podman", "ps", "--filter", "status=running", "--format", "{{.Names}}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
 def our_containers() -> list:
     listed = subprocess.run(["podman", "ps", "-a", "--format", "{{.Image}}"], capture_output=True, text=True,
                             check=True).stdout.split()
@@ -370,21 +375,25 @@ def test_a_killed_command_line_leaves_no_container_process_or_file(phantom_map, 
                             "--mode", "map", "--runtime", "podman", "--device", "cpu",
                             *(["--cold"] if launch == "cold" else [])],
                            cwd=REPO_ROOT / "MonaiDeployer", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    role = "-run" if launch == "cold" else "-warm-1"  # not the container the manifests are read from
     try:
         deadline = time.monotonic() + 120
-        while not our_containers():
+        while not [name for name in running_containers() if name.endswith(role)]:
             assert cli.poll() is None and time.monotonic() < deadline, "the container never started"
             time.sleep(0.05)
         worker = psutil.Process(cli.pid).children()[0]
         processes = [worker, *worker.children(recursive=True)]
-        folders = [path for path in LIBRARY_TEMP.glob("monaideployer-*") if path.is_dir()
-                   and json.loads((path / "owner.json").read_text())["pid"] == cli.pid]
+        folder = next(path.parent for path in LIBRARY_TEMP.glob("monaideployer-*/owner.json")
+                      if json.loads(path.read_text())["pid"] == cli.pid)
         cli.send_signal(signal.SIGKILL)
         cli.wait(timeout=10)
         _, alive = psutil.wait_procs(processes, timeout=60)
         assert alive == []
     finally:
         cli.kill()
+    deadline = time.monotonic() + 60  # a cleaner removes them once every process of the run has ended
+    while (folder.exists() or our_containers()) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert our_containers() == []
-    assert len(folders) == 1 and not folders[0].exists()
+    assert not folder.exists()
     assert list(output.parent.iterdir()) == []

@@ -125,18 +125,17 @@ class WorkerClient:
         """Send one request; the returned ``Call`` is polled for its events."""
         started_now = self.start()
         call = Call(self, next(self._ids), op, self._messages, started_now)
-        try:
-            self._process.stdin.write(protocol.encode({"id": call.id, "op": op, **payload}))
-            self._process.stdin.flush()
-        except OSError as error:
-            raise WorkerError(f"the worker process is not answering: {error}") from error
+        self._send({"id": call.id, "op": op, **payload})
         return call
 
     def tell(self, op: str, **payload) -> None:
         """Send a message that gets no answer (the worker's reader takes it at once, even during a run)."""
         self.start()
+        self._send({"op": op, **payload})
+
+    def _send(self, message: dict) -> None:
         try:
-            self._process.stdin.write(protocol.encode({"op": op, **payload}))
+            self._process.stdin.write(protocol.encode(message))
             self._process.stdin.flush()
         except OSError as error:
             raise WorkerError(f"the worker process is not answering: {error}") from error

@@ -18,7 +18,8 @@ class NotAMapError(PackageError):
 
 
 class CannotKeepWarm(PackageError):
-    """An app that cannot be imported and re-run in a kept process (not a MONAI Deploy app): it can run cold."""
+    """An app that cannot be imported and re-run in a kept process (not a MONAI Deploy app, or a MAP's image
+    whose Python cannot run the worker): it can still run cold."""
 
 
 class OutputError(MonaiDeployerError):

@@ -15,7 +15,6 @@ import importlib.metadata
 import os
 import platform
 import queue
-import shutil
 import signal
 import sys
 import threading
@@ -25,12 +24,12 @@ import traceback
 import numpy as np
 
 from . import leftovers, protocol
-from .backends import create_backend
+from .backends import FRAMEWORKS, create_backend
+from .client import LIBRARY_PARENT
 from .errors import MonaiDeployerError, WorkerError
 from .packages import PackageInfo, normalise_name
 from .volume import Volume
 
-FRAMEWORKS = ("torch", "monai")
 
 def installed_packages() -> dict:
     """Every installed distribution's version by normalised name, read without importing anything.
@@ -101,16 +100,19 @@ class Worker:
 
         An "owner" message names a private folder of the owner's; it comes before the owner writes anything there.
         """
-        for line in requests:
-            if not line.strip():
-                continue
-            request = protocol.decode(line)
-            if request.get("op") == "owner":
-                self._owner_folders.add(request["folder"])
-                continue
-            inbox.put(request)
-            if request.get("op") == "shutdown":
-                return
+        try:
+            for line in requests:
+                if not line.strip():
+                    continue
+                request = protocol.decode(line)
+                if request.get("op") == "owner":
+                    self._owner_folders.add(str(request.get("folder")))
+                    continue
+                inbox.put(request)
+                if request.get("op") == "shutdown":
+                    return
+        except Exception as error:  # an unreadable line: the owner's end of the pipe cannot be trusted any more
+            print(f"MonaiDeployer worker: stopped reading requests: {error}", file=sys.stderr)
         with self._state:
             self._owner_gone = True
             in_flight = self._in_flight is not None
@@ -119,23 +121,25 @@ class Worker:
         inbox.put(None)
 
     def _abandon(self) -> None:
-        """The owner died during a run: remove every trace of it, then stop this process and what it started."""
-        for backend in self._backends.values():
-            if hasattr(backend, "abandon"):
-                backend.abandon()
-        request = self._in_flight or {}
-        if request.get("input"):
-            shutil.rmtree(os.path.dirname(request["input"]), ignore_errors=True)
-        self._remove_owner_folders()
-        if os.name == "posix" and os.getpgrp() == os.getpid():  # it leads the group of what it started
+        """The owner died during a run: stop everything this worker started, and remove every trace of its runs.
+
+        The worker leads a process group (the client starts it in a session of its own) holding what it
+        started: a cold app, container clients. A cleaner outside that group waits for it to end, then
+        removes the owner's folders and the containers named after them, so nothing can write or start
+        anything once they are gone. Elsewhere (Windows, or a worker in a MAP's container, whose host
+        side cleans up) the worker just stops.
+        """
+        folders = sorted(self._owner_folders)
+        if folders and os.name == "posix" and os.getpgrp() == os.getpid():
+            leftovers.start_cleaner(LIBRARY_PARENT, folders)
             with contextlib.suppress(OSError):
-                os.killpg(os.getpgrp(), signal.SIGKILL)  # a cold app, a container client, and itself
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+        leftovers.remove_owned(folders)
         os._exit(1)
 
     def _remove_owner_folders(self) -> None:
         """Without a shutdown request the owner is gone: its private folders go, with outputs it was writing."""
-        for folder in self._owner_folders:
-            leftovers.remove_folder(folder)
+        leftovers.remove_owned(sorted(self._owner_folders))
 
     def close(self) -> None:
         """Let backends that keep something outside this process (a warm MAP container) stop it."""

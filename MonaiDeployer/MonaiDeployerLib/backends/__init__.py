@@ -27,6 +27,9 @@ class Segmented:
     notes: list = field(default_factory=list)  # what the user should know about how it ran (one line each)
 
 
+FRAMEWORKS = ("torch", "monai")  # what a backend that runs a model in the worker imports there
+
+
 def create_backend(mode: str):
     """The backend object for ``mode``; the worker keeps one per mode so loaded models stay loaded."""
     if mode == "torchscript":
@@ -124,7 +127,9 @@ def on_input_grid(output, volume) -> np.ndarray:
 def labels_on_grid(labels, shape: tuple, ijk_to_ras: np.ndarray) -> np.ndarray:
     """A 3D label ``Volume`` resampled (nearest voxel centre) onto the grid ``shape``/``ijk_to_ras``; 0 outside it.
 
-    One target slice at a time, so memory stays at one slice of indices.
+    One target slice at a time, so memory stays at one slice of indices. A target voxel centre exactly
+    half way between two source centres (a grid of half the spacing, aligned) may go to the other
+    neighbour than MONAI's resampling picks: its float arithmetic breaks such ties either way.
     """
     to_source = np.linalg.inv(labels.ijk_to_ras) @ np.asarray(ijk_to_ras, dtype=np.float64)
     i, j = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
@@ -132,7 +137,7 @@ def labels_on_grid(labels, shape: tuple, ijk_to_ras: np.ndarray) -> np.ndarray:
     source_shape = np.asarray(labels.shape[:3])[:, None, None]
     result = np.zeros(shape, dtype=labels.array.dtype)
     for k in range(shape[2]):
-        index = np.floor(in_plane + to_source[:3, 2, None, None] * k + 0.5).astype(np.int64)
+        index = np.rint(in_plane + to_source[:3, 2, None, None] * k).astype(np.int64)
         inside = np.all((index >= 0) & (index < source_shape), axis=0)
         result[:, :, k][inside] = labels.array[index[0][inside], index[1][inside], index[2][inside]]
     return result

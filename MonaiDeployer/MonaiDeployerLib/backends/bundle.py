@@ -20,6 +20,7 @@ from ..errors import PackageError
 from ..optional_packages import install_hint
 from ..trust import home_folder
 from . import (
+    FRAMEWORKS,
     Segmented,
     argmax_over_channels,
     check_input_channels,
@@ -36,7 +37,7 @@ CONFIG_LABEL_KEYS = ("label_names", "labels", "class_names")
 
 
 class BundleBackend:
-    imports = ("torch", "monai")  # what the worker imports (and checks) before the first run
+    imports = FRAMEWORKS  # what the worker imports (and checks) before the first run
 
     def __init__(self):
         self._pipelines = OrderedDict()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from ..volume import SUFFIXES, read_volume, volume_suffix, write_volume
 from . import Segmented, on_input_grid
 
 APP_LOG = "app.log"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 TRACEBACK_LINES = 6
 
 
@@ -133,7 +135,10 @@ def _last_lines(error: BaseException) -> str:
 
 
 def traceback_tail(lines: list) -> list:
-    """The last lines of an app's output that tell where it failed: its traceback's end, else its last words."""
+    """The last lines of an app's output that tell where it failed: its traceback's end, else its last words.
+
+    Terminal colour codes (a MAP's app writes to a terminal) are left out."""
+    lines = [stripped for stripped in (ANSI_ESCAPE.sub("", line).strip() for line in lines) if stripped]
     starts = [index for index, line in enumerate(lines) if line.startswith("Traceback")]
     tail = lines[starts[-1]:] if starts else lines
     return [line.strip() for line in tail[-TRACEBACK_LINES:]] or ["no output"]

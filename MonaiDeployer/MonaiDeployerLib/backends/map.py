@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..client import LIBRARY_PARENT, WorkerClient
-from ..containers import container_name, find_runtime, read_host_gpus, remove_containers, remove_containers_of
+from ..containers import container_name, find_runtime, read_host_gpus, remove_containers
 from ..dicom import DICOM_SOURCE_FOLDER, write_dicom_series
 from ..errors import CannotKeepWarm, PackageError, WorkerError
 from ..maps import image_description, inspect_map
@@ -35,6 +35,9 @@ from . import Segmented
 from .deploy import segmented_outputs, traceback_tail
 
 APP_LOG = "map.log"
+PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X")
+# What the worker in a warm container writes the app's input and reads its output with (the host does it cold).
+WARM_FILE_PACKAGES = {"nifti": ("nibabel",), "dicom": ("pydicom", "highdicom")}
 LIBRARY_MOUNT = "/opt/monaideployer"
 
 
@@ -45,14 +48,12 @@ class MapBackend:
         self._facts = {}  # (runtime, reference, entry point) -> MapFacts of the image the reference named last
         self._warm = {}  # (runtime, image id) -> (WorkerClient, container name)
         self._cold_because = {}  # (runtime, image id) -> why that image cannot be kept warm
-        self._named = set()  # (runtime, private folder): the containers of ours are named after it
         self._host_gpus = read_host_gpus()
 
     def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         timings = {}
         runtime = find_runtime(package.settings.get("runtime"))
         private_folder = os.path.dirname(work_folder)
-        self._named.add((runtime, private_folder))
         started = time.perf_counter()
         facts = self._inspected(runtime, package.path, private_folder, work_folder,
                                 bool(package.settings.get("entry_point")))
@@ -65,7 +66,7 @@ class MapBackend:
         if package.settings.get("launch") == "cold":
             return self._run_cold(*cold)
         key = (runtime, facts.image_id)
-        reason = self._cold_because.get(key) or _warm_obstacle(facts)
+        reason = self._cold_because.get(key) or _command_obstacle(facts)
         if reason is None:
             try:
                 return self._run_warm(runtime, facts, options, described, volume, input_format, device, report,
@@ -125,9 +126,13 @@ class MapBackend:
         started = time.perf_counter()
         started_container = client.start()
         try:
-            client.environment()  # its hello: the image's Python runs the worker
+            packages = client.environment()["packages"]  # its hello: the image's Python runs the worker
         except WorkerError as error:
             raise CannotKeepWarm(f"its Python {client.python} cannot run MonaiDeployer's worker ({error})") from error
+        lacking = [name for name in WARM_FILE_PACKAGES[input_format] if name not in packages]
+        if lacking:
+            raise CannotKeepWarm(f"its Python {client.python} lacks {', '.join(lacking)}, with which the worker "
+                                 f"there hands the app {input_format} files and reads its output")
         try:
             call = client.call("run", package=app.to_dict(), input=input_path, output=output_path,
                                ijk_to_ras=volume.ijk_to_ras.tolist(), device=device)
@@ -150,7 +155,7 @@ class MapBackend:
         key = (runtime, facts.image_id)
         if key not in self._warm:
             name = container_name(private_folder, f"warm-{len(self._warm) + 1}")
-            python = _app_python(facts)
+            python = facts.command[0]
             launcher = [runtime, "run", "-i", "--rm", "--name", name, *options,
                         "-v", f"{private_folder}:{private_folder}", "-v", f"{LIBRARY_PARENT}:{LIBRARY_MOUNT}:ro",
                         "-e", "PYTHONDONTWRITEBYTECODE=1", "--entrypoint", python, facts.reference]
@@ -170,12 +175,6 @@ class MapBackend:
         """Stop every warm container (the worker is shutting down)."""
         for key in list(self._warm):
             self._stop_warm(key)
-
-    def abandon(self) -> None:
-        """The worker's owner is gone mid-run: remove every container of ours at once, warm or cold."""
-        for runtime, private_folder in self._named:
-            remove_containers_of(runtime, private_folder)
-
 
 def hardened_options(facts) -> list:
     """What every container of ours gets: the caller's uid:gid, no network, no capabilities, no new privileges,
@@ -203,24 +202,28 @@ def gpu_options(runtime: str, device: str, facts, host) -> list:
     return []
 
 
-def _warm_obstacle(facts) -> str | None:
+def _command_obstacle(facts) -> str | None:
     """Why the manifest's command cannot be kept warm (only ``python [options] APP`` can), or None."""
     command = facts.command
     if not command or not os.path.basename(command[0]).startswith("python"):
         return f"it runs {' '.join(command) or 'no command'}, not a Python app"
-    if not [part for part in command[1:] if not part.startswith("-")] or "-m" in command or "-c" in command:
+    if _app_path(facts) is None:
         return f"it runs {' '.join(command)}, with no app file or folder to import"
     return None
 
 
-def _app_python(facts) -> str:
-    """The Python the manifest's command runs the app with."""
-    return facts.command[0]
-
-
-def _app_path(facts) -> str:
-    """The app file or folder the manifest's command runs (``python3 -u /opt/holoscan/app``)."""
-    return next(part for part in facts.command[1:] if not part.startswith("-"))
+def _app_path(facts) -> str | None:
+    """The app file or folder the manifest's ``python [options] APP`` runs (``python3 -u /opt/holoscan/app``);
+    None for ``-m``/``-c``, whose code is no file to import."""
+    arguments = iter(facts.command[1:])
+    for part in arguments:
+        if part in ("-m", "-c"):
+            return None
+        if part in PYTHON_OPTIONS_WITH_VALUE:
+            next(arguments, None)
+        elif not part.startswith("-"):
+            return part
+    return None
 
 
 def _int_keys(labels: dict) -> dict:

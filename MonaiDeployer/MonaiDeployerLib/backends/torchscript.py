@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import PackageError
 from . import (
+    FRAMEWORKS,
     Segmented,
     argmax_over_channels,
     check_input_channels,
@@ -30,7 +31,7 @@ RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 class TorchScriptBackend:
-    imports = ("torch", "monai")  # what the worker imports (and checks) before the first run
+    imports = FRAMEWORKS  # what the worker imports (and checks) before the first run
 
     def __init__(self):
         self._models = OrderedDict()
