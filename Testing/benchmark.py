@@ -13,7 +13,9 @@ TorchScript run with the sample sidecar, and so do the Deploy rows: the sample N
 (Testing/deploy_apps/phantom_nifti, the same network and pipeline as SDK operators) warm in the
 worker, and cold, as ``python app.py -i -o -m`` per prediction (the blog's way). With podman and
 the test images of ``Testing/setup_containers.sh``, the same app packaged as a MAP runs cold in a
-container per prediction (the blog's Docker way) and warm in one kept container.
+container per prediction (the blog's Docker way) and warm in one kept container, and a cold
+command-line run of it (a new process, whose worker imports neither torch nor MONAI) is measured
+against the cold container run.
 """
 
 from __future__ import annotations
@@ -88,10 +90,11 @@ def raw_floor(model_path: str, volume: Volume, package, repeats: int) -> dict:
     return {"load": load, "forward": median_seconds(forward, repeats), "sliding": median_seconds(sliding, repeats)}
 
 
-def cold_cli(model_path: str, source: Path, target: Path) -> float:
+def cold_cli(model_path: str, source: Path, target: Path, *options: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "run", model_path, str(source), str(target),
-                    "--device", "cpu", "--trust"], check=True, capture_output=True, cwd=REPO_ROOT / "MonaiDeployer")
+                    "--device", "cpu", "--trust", *options], check=True, capture_output=True,
+                   cwd=REPO_ROOT / "MonaiDeployer")
     return time.perf_counter() - started
 
 
@@ -142,6 +145,9 @@ def main() -> int:
                     runner, open_package(image, mode="map", runtime="podman", launch="cold"), volume, 1)
                 warm_map, _, warm_map_timings = warm_runner(
                     runner, open_package(image, mode="map", runtime="podman"), volume, arguments.repeats)
+        if image:  # a new process with its own worker, which imports neither torch nor MONAI for a MAP
+            cold_cli_map = cold_cli(image, source, folder / "out-map.nii.gz", "--mode", "map", "--runtime", "podman",
+                                    "--cold")
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -160,6 +166,8 @@ def main() -> int:
     if cold_map is not None:
         rows.append(("cold MAP (podman run)", cold_map, warm_sidecar))
         rows.append(("warm MAP (one kept container)", warm_map, warm_sidecar))
+        rows.append(("cold MAP (podman run, baseline)", cold_map, cold_map))
+        rows.append(("cold CLI run, MAP (new process)", cold_cli_map, cold_map))
     print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}")
     for name, seconds, baseline in rows:
