@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +22,11 @@ os.environ["MONAIDEPLOYER_HOME"] = str(LIBRARY_TEMP / "home")
 
 from MonaiDeployerLib import Runner, sampledata  # noqa: E402
 from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The library's temp folder (test volumes, made environments: 2-4 GB a whole run) goes with the session."""
+    shutil.rmtree(LIBRARY_TEMP, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
