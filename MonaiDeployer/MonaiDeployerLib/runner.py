@@ -62,7 +62,6 @@ class Runner:
         self.trust_list = trust_list or TrustList()
         self._job = None
         self._jobs_folder = None
-        self._runtimes = set()
         self._owner_told = None  # the worker process that knows this runner's private folder
 
     @property
@@ -80,10 +79,8 @@ class Runner:
         if self._job is not None and not self._job.done:
             self._job.cancel()
         self.client.close()
-        if self._jobs_folder is not None:
-            for runtime in self._runtimes:  # a worker that had to be killed could not stop its containers
-                remove_containers_of(runtime, self._jobs_folder)
-            leftovers.remove_folder(self._jobs_folder)
+        if self._jobs_folder is not None:  # with the containers a killed worker could not stop
+            leftovers.remove_owned([self._jobs_folder])
             self._jobs_folder = None
 
     def environment(self) -> dict:
@@ -117,9 +114,7 @@ class Runner:
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
         if package.mode == "map":
-            runtime = find_runtime(package.settings.get("runtime"))
-            self._runtimes.add(runtime)
-            leftovers.note_runtime(self.private_folder, runtime)
+            leftovers.note_runtime(self.private_folder, find_runtime(package.settings.get("runtime")))
         self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [],
                         self.private_folder)
         return self._job
