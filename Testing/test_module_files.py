@@ -214,7 +214,7 @@ def test_module_metadata_and_messages_are_translatable():
         assert isinstance(assigned[field], ast.List) and all(map(translated, assigned[field].elts)), field
 
     # Text handed to the user through these calls must come from _() (directly or .format()ted), never a literal.
-    user_facing = {"_setStatus", "_reportFailure", "messageHtml", "confirmOkCancelDisplay", "errorDisplay",
+    user_facing = {"_setStatus", "_reportFailure", "message_html", "confirmOkCancelDisplay", "errorDisplay",
                    "warningDisplay", "infoDisplay", "tryWithErrorDisplay", "getExistingDirectory"}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))):

@@ -29,12 +29,12 @@ CODE_MANAGED_PARAMETERS: dict[str, str] = {}
 
 # What each widget class can be bound to by Slicer's parameterNodeWrapper (guiConnectors.py), as the
 # annotation reads in MonaiDeployer.py: "node" (MRML node classes), "choice" (Annotated[..., Choice(...)]),
-# or a type name. ctkPathLineEdit to "str" is the module's own PathLineEditToStrConnector.
+# or a type name.
 BINDABLE = {
     "qMRMLNodeComboBox": {"node"},
     "QComboBox": {"choice"},
     "ctkComboBox": {"choice"},
-    "ctkPathLineEdit": {"str", "pathlib.Path", "Path"},
+    "ctkPathLineEdit": {"pathlib.Path", "Path"},
     "QLineEdit": {"str"},
     "QCheckBox": {"bool"},
     "ctkCheckBox": {"bool"},
@@ -157,16 +157,12 @@ def test_every_parameter_is_bound_or_code_managed(bound, parameter_fields):
     assert sorted(set(CODE_MANAGED_PARAMETERS) - set(parameter_fields)) == [], "stale CODE_MANAGED_PARAMETERS"
 
 
-def test_each_bound_widget_can_carry_its_parameter(bound, parameter_fields, declared_classes, module_tree):
+def test_each_bound_widget_can_carry_its_parameter(bound, parameter_fields, declared_classes):
     """connectGui raises in Slicer when no connector joins a widget class and a parameter type."""
     for parameter, (owner,) in bound.items():
         widget_class = declared_classes[owner]
         kind = annotation_kind(parameter_fields[parameter])
         assert kind in BINDABLE.get(widget_class, set()), (parameter, widget_class, kind)
-        if (widget_class, kind) == ("ctkPathLineEdit", "str"):
-            connectors = {node.name for node in module_tree.body if isinstance(node, ast.ClassDef)
-                          and any(ast.unparse(d) == "parameterNodeGuiConnector" for d in node.decorator_list)}
-            assert "PathLineEditToStrConnector" in connectors
 
 
 def test_node_selectors_offer_the_parameter_node_types(bound, parameter_fields, declared_classes, xml_root):
@@ -191,3 +187,31 @@ def test_mrml_widgets_receive_the_scene(declared_classes, xml_root):
     mrml_widgets = {name for name, cls in declared_classes.items() if cls.startswith("qMRML") and name != top}
     assert mrml_widgets
     assert sorted(mrml_widgets - receivers) == []
+
+
+def test_node_parameters_admit_none(parameter_fields):
+    """The wrapper's default for a node is None: a union without it cannot be written, and the parameter node's
+    constructor raises (Slicer 5.10's UnionSerializer.default() and _findBestSerializer(None))."""
+    for parameter, annotation in parameter_fields.items():
+        if annotation_kind(annotation) == "node":
+            assert "None" in {ast.unparse(member) for member in _union_members(annotation)}, parameter
+
+
+def test_int_parameters_keep_the_spin_box_range(bound, parameter_fields, declared_classes, xml_root):
+    """Slicer's int connector sets the spin box's range from the annotation (2**31-1 without one): it must be the
+    .ui's own maximum."""
+    for parameter, (owner,) in bound.items():
+        annotation = parameter_fields[parameter]
+        if declared_classes[owner] != "QSpinBox":
+            continue
+        element = next(e for e in xml_root.iter("widget") if e.get("name") == owner)
+        maximum = int(next(p for p in element.findall("property") if p.get("name") == "maximum").findtext("number"))
+        ranges = [extra for extra in annotation.slice.elts[1:] if isinstance(extra, ast.Call)
+                  and ast.unparse(extra.func) in ("WithinRange", "Maximum")] if isinstance(annotation, ast.Subscript) else []
+        assert ranges, f"{parameter}: no WithinRange or Maximum, so the spin box's maximum becomes 2**31-1"
+        bound_value = ranges[0].args[-1]
+        constants = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(
+            MODULE_FILE.read_text(encoding="utf-8")).body if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)}
+        value = constants[bound_value.id] if isinstance(bound_value, ast.Name) else ast.literal_eval(bound_value)
+        assert value == maximum, (parameter, value, maximum)

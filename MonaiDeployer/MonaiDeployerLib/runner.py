@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import leftovers
+from .backends import FRAMEWORKS
 from .client import WorkerClient
 from .containers import find_runtime, remove_containers_of
 from .dicom import DICOM_SOURCE_FOLDER
 from .errors import InputError, PackageError, WorkerError
-from .packages import PackageInfo, check_requirements, missing_requirements, open_package
+from .packages import PackageInfo, check_requirements, missing_requirements, normalise_name, open_package
 from .trust import TrustList
 from .volume import Volume, check_volume
 
@@ -63,6 +64,7 @@ class Runner:
         self._job = None
         self._jobs_folder = None
         self._owner_told = None  # the worker process that knows this runner's private folder
+        self._warm_pid = None  # the worker process asked to import torch and MONAI
 
     @property
     def python(self) -> str:
@@ -92,6 +94,23 @@ class Runner:
     def warmup(self, timeout: float | None = None) -> dict:
         """Start the worker and import torch and MONAI now, so the first run pays neither."""
         return self.client.call("warmup").wait(timeout)
+
+    def begin_warmup(self):
+        """Start the worker and, when its Python has torch and MONAI, begin importing them there; returns that call
+        to poll, or None when there is nothing to import. Blocks only until the worker has started.
+
+        Poll the call alone, and stop polling it once a run is submitted: calls share the worker's messages.
+        """
+        installed = self.environment()["packages"]
+        if any(normalise_name(name) not in installed for name in FRAMEWORKS):
+            return None
+        self._warm_pid = self.client.pid
+        return self.client.call("warmup")
+
+    @property
+    def warmed(self) -> bool:
+        """The running worker has been asked to import torch and MONAI by ``begin_warmup``."""
+        return self.client.alive and self._warm_pid == self.client.pid
 
     def submit(self, package, volume: Volume, trust: bool = False, dicom_files: list | None = None) -> Job:
         """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it.

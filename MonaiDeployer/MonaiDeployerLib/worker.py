@@ -24,7 +24,7 @@ import traceback
 import numpy as np
 
 from . import leftovers, protocol
-from .backends import FRAMEWORKS, create_backend
+from .backends import FRAMEWORKS, create_backend, worker_imports
 from .client import LIBRARY_PARENT
 from .errors import MonaiDeployerError, WorkerError
 from .packages import PackageInfo, normalise_name
@@ -188,7 +188,7 @@ class Worker:
         backend = self._backends.get(package.mode)
         if backend is None:
             backend = self._backends[package.mode] = create_backend(package.mode)
-        timings = self._import(backend.imports)
+        timings = self._import(worker_imports(package.mode))
         started = time.perf_counter()
         volume = Volume(np.load(request["input"], allow_pickle=False), np.asarray(request["ijk_to_ras"]))
         timings["read_input"] = time.perf_counter() - started

@@ -30,6 +30,12 @@ class Segmented:
 FRAMEWORKS = ("torch", "monai")  # what a backend that runs a model in the worker imports there
 
 
+def worker_imports(mode: str) -> tuple:
+    """What the worker imports (and checks) before the first run of a package of ``mode``: torch and MONAI where
+    the model runs in the worker; a Deploy app imports what it uses, and a MAP's image brings its own."""
+    return FRAMEWORKS if mode in ("torchscript", "bundle") else ()
+
+
 def create_backend(mode: str):
     """The backend object for ``mode``; the worker keeps one per mode so loaded models stay loaded."""
     if mode == "torchscript":

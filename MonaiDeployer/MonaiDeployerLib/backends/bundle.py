@@ -20,7 +20,6 @@ from ..errors import PackageError
 from ..optional_packages import install_hint
 from ..trust import home_folder
 from . import (
-    FRAMEWORKS,
     Segmented,
     argmax_over_channels,
     check_input_channels,
@@ -37,7 +36,6 @@ CONFIG_LABEL_KEYS = ("label_names", "labels", "class_names")
 
 
 class BundleBackend:
-    imports = FRAMEWORKS  # what the worker imports (and checks) before the first run
 
     def __init__(self):
         self._pipelines = OrderedDict()

@@ -30,7 +30,6 @@ TRACEBACK_LINES = 6
 
 
 class DeployBackend:
-    imports = ()  # the app imports what it uses: a worker needs neither torch nor MONAI for it
 
     def __init__(self):
         self._applications = {}

@@ -42,7 +42,6 @@ LIBRARY_MOUNT = "/opt/monaideployer"
 
 
 class MapBackend:
-    imports = ()  # the image brings its own: a MAP runs with only a container runtime beside the worker
 
     def __init__(self):
         self._facts = {}  # (runtime, reference, entry point) -> MapFacts of the image the reference named last

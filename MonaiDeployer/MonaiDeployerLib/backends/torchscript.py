@@ -17,7 +17,6 @@ import numpy as np
 
 from ..errors import PackageError
 from . import (
-    FRAMEWORKS,
     Segmented,
     argmax_over_channels,
     check_input_channels,
@@ -31,7 +30,6 @@ RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 class TorchScriptBackend:
-    imports = FRAMEWORKS  # what the worker imports (and checks) before the first run
 
     def __init__(self):
         self._models = OrderedDict()
