@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtTest
 
-from slicer_harness.events import DialogAnswerer, wait_until
+from slicer_harness.events import DialogAnswerer, perform, wait_until
 
 from .conftest import SAMPLE_BUNDLE, SAMPLE_MODEL
 
@@ -101,11 +101,11 @@ def test_file_and_folder_buttons_fill_the_field_and_the_parameter_node(panel, tm
     parameters = panel.logic.getParameterNode()
     bundle = shutil.copytree(SAMPLE_BUNDLE, tmp_path / "PhantomBundle")
     with DialogAnswerer(lambda dialog: str(bundle)) as answers:
-        panel.ui.packageFolderButton.click()
+        perform(panel.ui.packageFolderButton.click)
     assert parameters.packagePath == str(bundle)
     assert panel.ui.packagePathLineEdit.text == str(bundle)
     with DialogAnswerer(lambda dialog: str(SAMPLE_MODEL)) as more:
-        panel.ui.packageFileButton.click()
+        perform(panel.ui.packageFileButton.click)
     assert parameters.packagePath == str(SAMPLE_MODEL)
     assert answers.asked == ["Choose a model package folder"] and more.asked == ["Choose a model package file"]
 

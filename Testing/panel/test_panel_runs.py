@@ -11,7 +11,7 @@ from PySide6 import QtCore
 
 from MonaiDeployerLib import sampledata
 from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
-from slicer_harness.events import Heartbeat, wait_until
+from slicer_harness.events import Heartbeat, perform, wait_until
 
 from .conftest import SAMPLE_MODEL
 from .test_panel_binds import card_text, type_into
@@ -57,7 +57,7 @@ def choose(panel, volume, package=SAMPLE_MODEL, output_kind="labelmap", card="Mo
 
 
 def apply_and_wait(panel, what="the run"):
-    panel.ui.applyButton.click()
+    perform(panel.ui.applyButton.click)
     wait_until(lambda: not panel.isRunning() and not panel._preparing, RUN_TIMEOUT, what)
 
 
@@ -127,12 +127,12 @@ def test_cancel_stops_the_run_within_two_seconds_and_leaves_the_scene_as_it_was(
     volume = big_phantom()
     choose(panel, volume)
     before = scene_nodes()
-    panel.ui.applyButton.click()
+    perform(panel.ui.applyButton.click)
     wait_until(lambda: panel.ui.stageLabel.text == "inference" and panel.ui.progressBar.value > 0, RUN_TIMEOUT,
                "the sliding window started")
     assert panel.isRunning() and panel.ui.cancelButton.enabled
     clicked = time.monotonic()
-    panel.ui.cancelButton.click()
+    perform(panel.ui.cancelButton.click)
     wait_until(lambda: not panel.isRunning(), 2, "the run stopped after Cancel")
     print(f"Cancel took {time.monotonic() - clicked:.2f} s")
     assert panel.ui.stageLabel.text == "Cancelled; the scene is unchanged."

@@ -1,7 +1,7 @@
 """Stand-ins for the Slicer application objects a scripted module meets: ``slicer.app`` (qSlicerApplication), its
 module manager, the module object and module widget that the scripted-module factory makes (C++ classes
-qSlicerScriptedLoadableModule and qSlicerScriptedLoadableModuleWidget), and the Subject Hierarchy and Segmentations
-modules with their real logics.
+qSlicerScriptedLoadableModule and qSlicerScriptedLoadableModuleWidget), and the Colors, Subject Hierarchy and
+Segmentations modules with their real logics.
 
 They do what Slicer does for a scripted module, in the same order: import the module file from its folder, make
 ``<Name>(parent)`` with the module object as parent, make ``<Name>Widget(parent)`` and call its ``setup()`` the
@@ -135,7 +135,8 @@ class Application:
         self._scene = scene
         self._testing = False
         self._modules = ModuleManager()
-        for name, logic_class in (("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
+        for name, logic_class in (("Colors", slicer.vtkSlicerColorLogic),  # the default colour tables
+                                  ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic),
                                   ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic)):
             logic = logic_class()
             logic.SetMRMLScene(scene)  # as Slicer's module manager does: the logics watch the scene from the start

@@ -25,6 +25,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
+def perform(action: Callable[[], object], timeout: float = 600) -> None:
+    """Do ``action`` from inside the event loop, as Qt delivers a user's click in Slicer: a dialog it opens runs its
+    own loop one level down (Slicer's message boxes call deleteLater() before exec(), which only works so)."""
+    outcome = []
+
+    def run() -> None:
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test, outside Qt's slot
+            outcome.append(error)
+
+    QtCore.QTimer.singleShot(0, run)
+    wait_until(lambda: bool(outcome), timeout, "the action ended")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def spin(seconds: float) -> None:
     """Run the event loop for ``seconds``."""
     end = time.monotonic() + seconds

@@ -17,6 +17,7 @@ is changed.
 
 from __future__ import annotations
 
+import enum
 import re
 import sys
 import types
@@ -73,7 +74,10 @@ def _pythonqt_setattr(original):
             if prop is not None and prop.isWritable():
                 if isinstance(value, tuple):  # PythonQt takes any sequence for a QStringList or QVariantList
                     value = list(value)
-                if not QtCore.QObject.setProperty(self, name, value):
+                written = QtCore.QObject.setProperty(self, name, value)
+                if not written and isinstance(value, enum.Enum):  # PythonQt passes an enum or flag as its number
+                    written = QtCore.QObject.setProperty(self, name, value.value)
+                if not written:
                     raise AttributeError(f"cannot set the Qt property {name!r} of {type(self).__name__} to {value!r}")
                 return
         _SHIBOKEN_SETATTR(self, name, value)
@@ -100,7 +104,11 @@ def _class_name(self) -> str:
     return QtCore.QObject.metaObject(self).className()
 
 
-_PYTHONQT_METHODS = {"connect": _connect, "disconnect": _disconnect, "className": _class_name}
+def _exec(self, *args):
+    return type(self).exec(self, *args)
+
+
+_PYTHONQT_METHODS = {"connect": _connect, "disconnect": _disconnect, "className": _class_name, "exec_": _exec}
 
 
 def _classes(*modules):
@@ -129,9 +137,6 @@ def install() -> None:
             _replace(cls, "__getattribute__", _pythonqt_getattribute(cls.__dict__["__getattribute__"]))
         if "__setattr__" in cls.__dict__:
             _replace(cls, "__setattr__", _pythonqt_setattr(cls.__dict__["__setattr__"]))
-    for cls in (QtWidgets.QDialog, QtWidgets.QMessageBox, QtWidgets.QMenu, QtCore.QCoreApplication):
-        if not hasattr(cls, "exec_"):
-            _replace(cls, "exec_", cls.exec)
 
 
 def uninstall() -> None:
