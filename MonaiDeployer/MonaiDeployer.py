@@ -138,6 +138,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobCreatesNode = False
         self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
         self._preparing = False  # Apply is asking its questions
+        self.lastRunTimings = {}  # the stage timings of the last run that succeeded (the log shows them too)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -251,6 +252,14 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def isRunning(self) -> bool:
         return self._job is not None
+
+    def isDescribing(self) -> bool:
+        """The info card is being made (or waits for the user to stop typing)."""
+        return self._card is not None or self._packageInfoTimer.isActive()
+
+    def isWarmingUp(self) -> bool:
+        """The worker is starting and importing torch and MONAI in the background."""
+        return self._warmup is not None
 
     def _updateButtons(self) -> None:
         busy = self.isRunning() or self._preparing
@@ -510,6 +519,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             showResult(job.input_node, job.output_node)
             for note in job.result.notes:
                 self._appendLog(note)
+            self.lastRunTimings = dict(job.timings)
             for stage, seconds in job.timings.items():
                 self._appendLog(_("{stage}: {seconds:.2f} s").format(stage=stage, seconds=seconds))
             message = _("Created {node}.") if self._jobCreatesNode else _("Updated {node}.")

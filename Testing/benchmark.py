@@ -16,6 +16,11 @@ the test images of ``Testing/setup_containers.sh``, the same app packaged as a M
 container per prediction (the blog's Docker way) and warm in one kept container, and a cold
 command-line run of it (a new process, whose worker imports neither torch nor MONAI) is measured
 against the cold container run.
+
+The panel rows run MonaiDeployer.py's panel on Slicer 5.10's own Python layer (Testing/slicer_harness; skipped
+without ../shared/slicer-5.10.0): Apply with the sample model, from the click to the result node, after the panel
+warmed the worker up on entering it, then warm, then the first Apply of a panel given no time to warm up; and the
+longest the GUI thread was blocked during those runs.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "Ph
 SAMPLE_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
 MAP_BASE_IMAGE = "localhost/monaideployer-test-sdk:cpu"
 SAMPLE_MAP = "localhost/monaideployer-phantom-map:1.0"
+MODULE_FILE = REPO_ROOT / "MonaiDeployer" / "MonaiDeployer.py"
 
 
 def sample_map() -> str | None:
@@ -105,6 +111,58 @@ def warm_runner(runner: Runner, package, volume: Volume, repeats: int) -> tuple[
     return seconds, first.timings, runner.run(package, volume, trust=True).timings
 
 
+def panel_applies(volume: Volume, repeats: int, settings: Path) -> dict | None:
+    """Seconds from Apply to the result in the real panel: first (warmed up on entering), warm, and first without
+    time to warm up; the model's load time; the longest GUI-thread block. None without Slicer's Python layer."""
+    sys.path.insert(0, str(REPO_ROOT / "Testing"))
+    import slicer_harness
+
+    if slicer_harness.missing_reason():
+        return None
+    from slicer_harness.events import Heartbeat, perform, wait_until
+
+    slicer_harness.start(settings)
+    import slicer
+
+    from MonaiDeployerLib.mrml import volume_node_from_volume
+
+    slicer_harness.load_module(MODULE_FILE)
+    panel = slicer.util.getModule("MonaiDeployer").widgetRepresentation()
+
+    def apply(widget) -> tuple[float, dict]:
+        started = time.perf_counter()
+        perform(widget.ui.applyButton.click)
+        wait_until(lambda: not widget.isRunning(), 600, "the panel's run")
+        seconds = time.perf_counter() - started
+        if not widget.ui.stageLabel.text.startswith("Created "):
+            raise RuntimeError(f"the panel's run failed: {widget.ui.stageLabel.text}")
+        return seconds, widget.lastRunTimings
+
+    def enter_and_choose(wait_for_warmup: bool):
+        panel.enter()
+        widget = panel.self()
+        parameters = widget.logic.getParameterNode()
+        parameters.inputVolume = volume_node_from_volume(slicer.mrmlScene, volume, "benchmark")
+        parameters.packagePath, parameters.device = str(SAMPLE_MODEL), "cpu"
+        wait_until(lambda: not widget.isDescribing() and not (wait_for_warmup and widget.isWarmingUp()), 600,
+                   "the info card and the warm-up")
+        return widget
+
+    try:
+        with Heartbeat() as heartbeat:
+            widget = enter_and_choose(wait_for_warmup=True)
+            first, first_timings = apply(widget)
+            warm = statistics.median(apply(widget)[0] for _ in range(repeats))
+            panel.exit()
+            widget.logic.closeRunner()  # as after restarting Slicer; the user presses Apply at once
+            unwarmed, _ = apply(enter_and_choose(wait_for_warmup=False))
+            panel.exit()
+    finally:
+        slicer_harness.stop()
+    return {"first": first, "warm": warm, "unwarmed": unwarmed, "load": first_timings.get("load_model", 0.0),
+            "block": heartbeat.longest}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
@@ -148,6 +206,7 @@ def main() -> int:
         if image:  # a new process with its own worker, which imports neither torch nor MONAI for a MAP
             cold_cli_map = cold_cli(image, source, folder / "out-map.nii.gz", "--mode", "map", "--runtime", "podman",
                                     "--cold")
+        panel = panel_applies(volume, arguments.repeats, folder / "slicer-settings")
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -168,6 +227,10 @@ def main() -> int:
         rows.append(("warm MAP (one kept container)", warm_map, warm_sidecar))
         rows.append(("cold MAP (podman run, baseline)", cold_map, cold_map))
         rows.append(("cold CLI run, MAP (new process)", cold_cli_map, cold_map))
+    if panel is not None:
+        rows.append(("panel: warm Apply (baseline)", panel["warm"], panel["warm"]))
+        rows.append(("panel: first Apply, warmed on entering", panel["first"], panel["warm"]))
+        rows.append(("panel: first Apply, no time to warm up", panel["unwarmed"], panel["warm"]))
     print(f"MonaiDeployer benchmark: {shape[0]}x{shape[1]}x{shape[2]} volume, CPU, median of {arguments.repeats}")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}")
     for name, seconds, baseline in rows:
@@ -193,6 +256,12 @@ def main() -> int:
         map_target = 1.2 * warm_sidecar + 0.150
         print(f"target: warm MAP <= 1.2 x warm TorchScript (sidecar) + 150 ms = {map_target:.3f} s; "
               f"measured {warm_map:.3f} s: {_verdict(warm_map, map_target)}")
+    if panel is not None:
+        first_target = 1.2 * (panel["warm"] + panel["load"])
+        print(f"target: first panel Apply <= 1.2 x (warm Apply + model load {panel['load']:.3f} s) = "
+              f"{first_target:.3f} s; measured {panel['first']:.3f} s: {_verdict(panel['first'], first_target)}")
+        print(f"target: longest GUI-thread block during the panel's runs <= 100 ms; measured "
+              f"{panel['block'] * 1000:.0f} ms: {_verdict(panel['block'], 0.100)}")
     return 0
 
 

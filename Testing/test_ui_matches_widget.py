@@ -206,8 +206,9 @@ def test_int_parameters_keep_the_spin_box_range(bound, parameter_fields, declare
             continue
         element = next(e for e in xml_root.iter("widget") if e.get("name") == owner)
         maximum = int(next(p for p in element.findall("property") if p.get("name") == "maximum").findtext("number"))
-        ranges = [extra for extra in annotation.slice.elts[1:] if isinstance(extra, ast.Call)
-                  and ast.unparse(extra.func) in ("WithinRange", "Maximum")] if isinstance(annotation, ast.Subscript) else []
+        extras = annotation.slice.elts[1:] if isinstance(annotation, ast.Subscript) else []
+        ranges = [extra for extra in extras if isinstance(extra, ast.Call)
+                  and ast.unparse(extra.func) in ("WithinRange", "Maximum")]
         assert ranges, f"{parameter}: no WithinRange or Maximum, so the spin box's maximum becomes 2**31-1"
         bound_value = ranges[0].args[-1]
         constants = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(

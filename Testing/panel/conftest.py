@@ -14,7 +14,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 import slicer_harness
 from slicer_harness.events import wait_until
 
@@ -67,6 +66,6 @@ def panel(slicer_app):
     if widget.isRunning():
         widget.onCancelButton()
         wait_until(lambda: not widget.isRunning(), 30, "the run left running by the test was cancelled")
-    wait_until(lambda: widget._card is None and widget._warmup is None, 120, "the panel's background work ended")
+    wait_until(lambda: not widget.isDescribing() and not widget.isWarmingUp(), 120, "the panel's background work")
     representation.exit()
     slicer.mrmlScene.Clear(0)

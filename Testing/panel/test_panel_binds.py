@@ -11,7 +11,6 @@ import shutil
 import numpy as np
 import pytest
 from PySide6 import QtCore, QtTest
-
 from slicer_harness.events import DialogAnswerer, perform, wait_until
 
 from .conftest import SAMPLE_BUNDLE, SAMPLE_MODEL
@@ -36,7 +35,7 @@ def type_into(line_edit, text: str) -> None:
 
 
 def card_text(widget) -> str:
-    wait_until(lambda: widget._card is None and not widget._packageInfoTimer.isActive(), 120, "the info card")
+    wait_until(lambda: not widget.isDescribing(), 120, "the info card")
     return widget.ui.packageInfoBrowser.toPlainText()
 
 

@@ -9,10 +9,10 @@ import shutil
 import zipfile
 
 import pytest
+from slicer_harness.events import DialogAnswerer
 
 from MonaiDeployerLib import sampledata
 from MonaiDeployerLib.selftest import held_out_node
-from slicer_harness.events import DialogAnswerer
 
 from .conftest import SAMPLE_BUNDLE, SAMPLE_MODEL
 from .test_panel_binds import card_text
@@ -56,7 +56,8 @@ def probe_wheel(folder) -> str:
     """A pure-Python wheel of a package nobody has, so installing it needs no network."""
     name, version = PROBE.replace("-", "_"), "1.0"
     files = {f"{name}/__init__.py": b"VERSION = '1.0'\n",
-             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: {version}\n".encode(),
+             f"{name}-{version}.dist-info/METADATA":
+                 f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: {version}\n".encode(),
              f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                                                   b"Tag: py3-none-any\n"}
     record = "".join(f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
@@ -69,18 +70,44 @@ def probe_wheel(folder) -> str:
     return str(folder)
 
 
-def test_install_is_asked_declining_is_remembered_and_agreeing_installs_into_slicers_python(
-        panel, tmp_path, monkeypatch, slicer_python):
-    import subprocess
-
-    model = tmp_path / "NeedsProbe.ts"
+def model_needing_the_probe(folder, monkeypatch):
+    """The sample model, its sidecar asking for the probe, which pip can install from ``folder`` only."""
+    model = folder / "NeedsProbe.ts"
     shutil.copy(SAMPLE_MODEL, model)
     sidecar = json.loads(SAMPLE_MODEL.with_suffix(".json").read_text(encoding="utf-8"))
     sidecar["requirements"] = {"torch": ">=1.6", PROBE: ">=1.0"}
     model.with_suffix(".json").write_text(json.dumps(sidecar), encoding="utf-8")
-    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip finds the probe in this folder and nowhere else
-    monkeypatch.setenv("PIP_FIND_LINKS", probe_wheel(tmp_path))
-    choose(panel, phantom(), model)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", probe_wheel(folder))
+    return model
+
+
+def probe_installed(python: str) -> bool:
+    import subprocess
+
+    return subprocess.run([python, "-c", f"import {PROBE.replace('-', '_')}"], capture_output=True).returncode == 0
+
+
+def test_in_testing_mode_nothing_is_installed(panel, tmp_path, monkeypatch, slicer_app, slicer_python):
+    """Slicer's build machines run the self-test with --testing: no question is shown and nothing is installed."""
+    choose(panel, phantom(), model_needing_the_probe(tmp_path, monkeypatch))
+    slicer_app.setTestingEnabled(True)
+    try:
+        with answering() as dialogs:
+            apply_and_wait(panel)
+    finally:
+        slicer_app.setTestingEnabled(False)
+    assert dialogs.asked == []
+    assert panel.ui.stageLabel.text == f"{PROBE}>=1.0 not installed, so the model cannot run."
+    assert not probe_installed(slicer_python)
+    panel._ensurePreflight().declined.clear()  # the next test asks afresh, as after restarting Slicer
+
+
+def test_install_is_asked_declining_is_remembered_and_agreeing_installs_into_slicers_python(
+        panel, tmp_path, monkeypatch, slicer_python):
+    import subprocess
+
+    choose(panel, phantom(), model_needing_the_probe(tmp_path, monkeypatch))
     assert "missing" in card_text(panel)
 
     with answering("Cancel") as declined:
@@ -91,6 +118,7 @@ def test_install_is_asked_declining_is_remembered_and_agreeing_installs_into_sli
         apply_and_wait(panel)
     assert not_again.asked == []
     assert "(you declined)" in panel.ui.stageLabel.text
+    assert not probe_installed(slicer_python)
 
     panel._ensurePreflight().declined.clear()  # as after restarting Slicer
     with answering("OK") as agreed:

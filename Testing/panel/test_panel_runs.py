@@ -8,10 +8,10 @@ import psutil
 import pytest
 import vtk
 from PySide6 import QtCore
+from slicer_harness.events import Heartbeat, perform, wait_until
 
 from MonaiDeployerLib import sampledata
 from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
-from slicer_harness.events import Heartbeat, perform, wait_until
 
 from .conftest import SAMPLE_MODEL
 from .test_panel_binds import card_text, type_into
@@ -58,7 +58,7 @@ def choose(panel, volume, package=SAMPLE_MODEL, output_kind="labelmap", card="Mo
 
 def apply_and_wait(panel, what="the run"):
     perform(panel.ui.applyButton.click)
-    wait_until(lambda: not panel.isRunning() and not panel._preparing, RUN_TIMEOUT, what)
+    wait_until(lambda: not panel.isRunning(), RUN_TIMEOUT, what)
 
 
 def scene_nodes() -> list:

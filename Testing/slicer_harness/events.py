@@ -34,7 +34,7 @@ def perform(action: Callable[[], object], timeout: float = 600) -> None:
         try:
             action()
             outcome.append(None)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the test, outside Qt's slot
+        except BaseException as error:
             outcome.append(error)
 
     QtCore.QTimer.singleShot(0, run)
