@@ -131,9 +131,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._preflight = None  # made on first use: it imports the library
         self._background = None  # one thread for the info card and the warm-up's start
-        self._card = None  # (package key, future of the infocard.Card) being made
-        self._describedPackage = None  # the package key the card shows
-        self._warmup = None  # future of the warm-up's call, then the call, until it ends or a run starts
+        self._card = None  # (choice, future of its infocard.Card) being made
+        self._describedChoice = None  # the preflight.Choice the card shows
+        self._warmupStart = None  # future of the warm-up's call, while the worker starts
+        self._warmupCall = None  # the call importing torch and MONAI, until it ends or a run starts
         self._job = None  # the NodeSegmentation in flight, if any
         self._jobCreatesNode = False
         self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
@@ -181,9 +182,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._job.cancel()
             self._job = None
+        self.logic.closeRunner()  # first: a card or warm-up waiting on the worker then ends at once
         if self._background is not None:
-            self._background.shutdown(wait=True, cancel_futures=True)
-        self.logic.closeRunner()
+            self._background.shutdown(wait=False, cancel_futures=True)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -235,20 +236,16 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputKind = outputKindOf(p.outputNode)  # an existing output node decides the kind
             return  # that change comes back here
         self._updateButtons()
-        if p and self._packageKey() != self._describedPackage:
+        if p and self._choice() != self._describedChoice:
             self._packageInfoTimer.start()  # restarts the delay while the user keeps typing
 
     def _choice(self):
+        """What the panel names, as the library takes it (also the info card's key: it is compared by value)."""
         from MonaiDeployerLib.preflight import Choice
 
         p = self._parameterNode
         return Choice(p.packagePath.strip(), p.mode, p.device, p.workerPython.strip(), p.appModelPath.strip(),
                       p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment)
-
-    def _packageKey(self) -> tuple:
-        p = self._parameterNode
-        return (p.packagePath.strip(), p.mode, p.workerPython.strip(), p.device, p.appModelPath.strip(), p.appLaunch,
-                p.appInputFormat, p.containerRuntime, p.madeEnvironment)
 
     def isRunning(self) -> bool:
         return self._job is not None
@@ -259,7 +256,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def isWarmingUp(self) -> bool:
         """The worker is starting and importing torch and MONAI in the background."""
-        return self._warmup is not None
+        return self._warmupStart is not None or self._warmupCall is not None
 
     def _updateButtons(self) -> None:
         busy = self.isRunning() or self._preparing
@@ -293,7 +290,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @staticmethod
     def _recentPackageList() -> list:
-        return [path for path in (qt.QSettings().value(RECENT_PACKAGES_KEY) or []) if path]
+        stored = qt.QSettings().value(RECENT_PACKAGES_KEY) or []
+        return [path for path in ([stored] if isinstance(stored, str) else stored) if path]  # one path reads as str
 
     def _rememberPackage(self, path: str) -> None:
         recent = [path] + [other for other in self._recentPackageList() if other != path]
@@ -317,31 +315,37 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Start making the card of the chosen package; it is shown when ready (problems in the card, no dialogs)."""
         if not self._parameterNode or self.isRunning():
             return  # a run in flight holds the worker; the card is refreshed when it ends
-        key = self._packageKey()
-        if key == self._describedPackage or (self._card and self._card[0] == key):
+        choice = self._choice()
+        if choice == self._describedChoice or (self._card and self._card[0] == choice):
             return
-        if not key[0]:
-            self._card, self._describedPackage = None, key
+        if not choice.package_path:
+            self._card, self._describedChoice = None, choice
             self.ui.packageInfoBrowser.clear()
             return
         from MonaiDeployerLib import infocard
 
-        runner = self.logic.runner(self._parameterNode.workerPython, self._parameterNode.device)
-        self.ui.packageInfoBrowser.setHtml(infocard.message_html(_("Reading the package..."), key[0]))
-        self._card = (key, self._submit(infocard.describe, self._choice(), lambda *_args: runner,
-                                        self._ensurePreflight().is_trusted, _))
+        runner = self.logic.runner(choice.worker_python, choice.device)
+        self.ui.packageInfoBrowser.setHtml(infocard.message_html(_("Reading the package..."), choice.package_path))
+        self._card = (choice, self._submit(infocard.describe, choice, runner, self._ensurePreflight().is_trusted))
 
     def _showCard(self) -> None:
-        key, future = self._card
+        choice, future = self._card
         self._card = None
-        if key != self._packageKey():
+        if not self._parameterNode:
+            return  # the user left the module or closed the scene meanwhile
+        if choice != self._choice():
             self._onParameterNodeModified()  # the choice changed meanwhile: make the card again
             return
-        self._describedPackage = key
-        card = future.result()
-        self.ui.packageInfoBrowser.setHtml(card.html)
+        self._describedChoice = choice
+        try:
+            card = future.result()
+        except Exception as error:  # describe() reports problems in the card; this would be a bug in it
+            logging.exception("Making the info card failed")
+            self.ui.packageInfoBrowser.setHtml(f"<p>{error}</p>")
+            return
+        self.ui.packageInfoBrowser.setHtml(card.html(_))
         if card.package is not None:
-            self._rememberPackage(key[0])
+            self._rememberPackage(choice.package_path)
             self._preferSegmentationForOverlaps(card.package)
 
     def _preferSegmentationForOverlaps(self, package) -> None:
@@ -354,28 +358,29 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startWarmup(self) -> None:
         """Start the worker and import torch and MONAI in it now, so the first Apply pays for the model only."""
-        if self._warmup is not None or self.isRunning() or not self._parameterNode:
+        if self.isWarmingUp() or self.isRunning() or not self._parameterNode:
             return
         runner = self.logic.runner(self._parameterNode.workerPython, self._parameterNode.device)
         if not runner.warmed:
-            self._warmup = self._submit(runner.begin_warmup)
+            self._warmupStart = self._submit(runner.begin_warmup)
 
     def _pollWarmup(self) -> None:
-        import concurrent.futures
-
-        if isinstance(self._warmup, concurrent.futures.Future):
-            if not self._warmup.done():
+        if self._warmupStart is not None:
+            if not self._warmupStart.done():
                 return
             try:
-                self._warmup = self._warmup.result()  # the call importing torch and MONAI, or None
+                self._warmupCall = self._warmupStart.result()  # None: nothing to import
             except Exception as error:  # a worker that cannot start: the card and Apply say why
                 logging.info("Warming the worker up failed: %s", error)
-                self._warmup = None
-        if self._warmup is not None:
-            self._warmup.poll()
-            if self._warmup.done:
-                logging.info("Worker warmed up: %s", self._warmup.error or self._warmup.answer.get("timings"))
-                self._warmup = None
+            self._warmupStart = None
+        if self._warmupCall is not None:
+            self._warmupCall.poll()
+            if self._warmupCall.done:
+                if self._warmupCall.error is None:
+                    logging.info("Worker warmed up: %s", self._warmupCall.answer.get("timings"))
+                else:
+                    logging.info("Warming the worker up failed: %s", self._warmupCall.error)
+                self._warmupCall = None
 
     #
     # Running
@@ -399,13 +404,17 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
                 try:
                     ready = self._ensurePreflight().prepare(self._choice(), PanelQuestions())
-                    self._warmup = None  # the run's own polling takes the worker's messages from here on
+                    self._warmupStart = self._warmupCall = None  # the run's polling takes the worker's messages
+                    self._preferSegmentationForOverlaps(ready.package)  # the card may not have been shown yet
                     self._jobCreatesNode = p.outputNode is None
                     self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
                     self._job = self.logic.start(p.inputVolume, ready.package, p.outputNode, p.outputKind, p.device,
                                                  ready.python)
                 except NotStarted as reason:
-                    self._setStatus(str(reason))
+                    if reason.failed:  # something is missing: the log says more
+                        self._reportFailure(str(reason))
+                    else:  # the user said no
+                        self._setStatus(str(reason))
                     return
                 except MonaiDeployerError as error:
                     self._reportFailure(str(error))
@@ -423,7 +432,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from MonaiDeployerLib.trust import TrustList
 
             self._preflight = Preflight(self.logic.runner, self.logic.defaultPython(), self._install, TrustList(),
-                                        make_environment, self._logWhilePreparing, _)
+                                        make_environment, self._logWhilePreparing, _, slicer.util.WaitCursor)
         return self._preflight
 
     def _logWhilePreparing(self, line: str) -> None:
@@ -472,11 +481,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onTimer(self) -> None:
         if self._card is not None and self._card[1].done():
             self._showCard()
-        if self._warmup is not None:
+        if self.isWarmingUp():
             self._pollWarmup()
         if self._job is not None:
             self._pollJob(self._job)
-        if self._card is None and self._warmup is None and self._job is None:
+        if self._card is None and not self.isWarmingUp() and self._job is None:
             self._timer.stop()
 
     def _pollJob(self, job) -> None:

@@ -187,3 +187,19 @@ def test_warmup_moves_the_imports_before_the_first_run(tiny_models):
         assert "import" in fresh.warmup(timeout=120)["timings"]
         result = fresh.run(tiny_models["identity"], Volume(np.zeros((4, 4, 4), np.float32)))
     assert "import" not in result.timings and result.warm["imports"]
+
+
+def test_a_runner_closed_during_its_background_warm_up_stops_at_once_and_starts_no_worker_again():
+    """The panel closes a runner when the worker Python or device changes, maybe while it warms up; work still
+    queued for it (the info card) must not start a worker nobody owns."""
+    fresh = Runner(device="cpu")
+    call = fresh.begin_warmup()
+    assert call is not None and fresh.warmed
+    worker = psutil.Process(fresh.client.pid)
+    started = time.monotonic()
+    fresh.close()  # torch and MONAI are still being imported: a polite request would wait for that
+    assert time.monotonic() - started < 3
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(WorkerError, match="this runner was closed"):
+        fresh.environment()
+    assert fresh.client.pid is None

@@ -46,6 +46,7 @@ class WorkerClient:
         self._environment = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # the panel's warm-up thread and the GUI thread may both send
         self.started_at = None
         self.startup_seconds = None
 
@@ -135,8 +136,9 @@ class WorkerClient:
 
     def _send(self, message: dict) -> None:
         try:
-            self._process.stdin.write(protocol.encode(message))
-            self._process.stdin.flush()
+            with self._send_lock:
+                self._process.stdin.write(protocol.encode(message))
+                self._process.stdin.flush()
         except OSError as error:
             raise WorkerError(f"the worker process is not answering: {error}") from error
 

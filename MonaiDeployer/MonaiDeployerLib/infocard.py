@@ -1,7 +1,7 @@
 """The panel's info card: what a package says about itself and whether the worker can run it, as HTML.
 
 ``describe`` does the slow part (opening the package, starting the worker, inspecting a MAP image), so the panel
-calls it off the GUI thread and shows the card when it is ready.
+calls it off the GUI thread; ``Card.html`` renders it on the GUI thread, where translations are looked up.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import MonaiDeployerError, NotAMapError
 from .packages import PackageInfo, normalise_name, package_facts
@@ -18,46 +18,74 @@ from .preflight import Choice
 
 @dataclass
 class Card:
-    """The card's HTML, and the package when the choice named a usable one."""
+    """What the card shows, gathered off the GUI thread; ``html(tr)`` renders it (translated on the GUI thread)."""
 
-    html: str
+    choice: Choice
     package: PackageInfo | None = None
+    error: str | None = None  # why the choice is not a usable package
+    environment: dict | None = None
+    problems: list = field(default_factory=list)
+    worker_error: str | None = None
+    trusted: bool = False
+    map_title: str = ""
+    map_facts: list | None = None
+    not_a_map: str | None = None  # why an image is not a MAP
+    map_error: str | None = None  # why an image cannot be run
+
+    def html(self, tr: Callable[[str], str] = str) -> str:
+        if self.package is None:
+            return message_html(tr("This is not a usable model package."), self.error or "")
+        if self.not_a_map is not None:
+            return message_html(tr("This image is not a MONAI Application Package."),
+                                self.not_a_map + " " + tr("Apply asks whether to run its entry point anyway."))
+        if self.map_error is not None:
+            return message_html(tr("This image cannot be run."), self.map_error)
+        if self.map_facts is not None:
+            return facts_html(self.map_title, self.map_facts)
+        return package_html(self.package, self.environment, self.problems, self.worker_error, self.trusted, tr)
 
 
-def describe(choice: Choice, runner_for: Callable, is_trusted: Callable[[PackageInfo], bool],
-             tr: Callable[[str], str] = str) -> Card:
-    """The card for ``choice``; problems go in the card (a path being typed is often not valid yet), never raised."""
+def describe(choice: Choice, runner, is_trusted: Callable[[PackageInfo], bool]) -> Card:
+    """The card for ``choice``, with ``runner``'s worker checked against it. Slow (it opens the package, starts the
+    worker, inspects an image): call it off the GUI thread. Problems go in the card, never raised (a path being
+    typed is often not valid yet)."""
     try:
         package = choice.open()
-    except MonaiDeployerError as error:
-        return Card(message_html(tr("This is not a usable model package."), str(error)))
-    if package.mode == "map":
-        return Card(_map_html(package, choice.device, tr), package)
-    environment, problems, worker_error = None, [], None
+    except Exception as error:
+        return Card(choice, error=str(error) if isinstance(error, MonaiDeployerError) else
+                    f"{type(error).__name__}: {error}")
+    card = Card(choice, package)
     try:
-        runner = runner_for(choice.worker_python.strip(), choice.device)
-        environment = runner.environment()
-        problems = runner.check_requirements(package)
+        if package.mode == "map":
+            _describe_map(card)
+        else:
+            card.trusted = is_trusted(package)
+            card.environment = runner.environment()
+            card.problems = runner.check_requirements(package)
     except MonaiDeployerError as error:
-        worker_error = str(error)
-    return Card(package_html(package, environment, problems, worker_error, is_trusted(package), tr), package)
+        card.worker_error = str(error)
+    except Exception as error:
+        card.worker_error = f"{type(error).__name__}: {error}"
+    return card
 
 
-def _map_html(package: PackageInfo, device: str, tr) -> str:
+def _describe_map(card: Card) -> None:
     """A MAP's manifests, resources and CUDA verdict, read from the image before any run."""
     from .containers import find_runtime
     from .maps import describe_map, inspect_map
 
+    package = card.package
     try:
         facts = inspect_map(find_runtime(package.settings.get("runtime")), package.path,
                             entry_point=package.settings.get("entry_point", False))
     except NotAMapError as error:
-        return message_html(tr("This image is not a MONAI Application Package."),
-                            str(error) + " " + tr("Apply asks whether to run its entry point anyway."))
+        card.not_a_map = str(error)
+        return
     except MonaiDeployerError as error:
-        return message_html(tr("This image cannot be run."), str(error))
-    title = f"{facts.title} {facts.version}".strip()
-    return facts_html(title, describe_map(facts, facts.verdict(gpu_requested=device != "cpu")))
+        card.map_error = str(error)
+        return
+    card.map_title = f"{facts.title} {facts.version}".strip()
+    card.map_facts = describe_map(facts, facts.verdict(gpu_requested=card.choice.device != "cpu"))
 
 
 def message_html(title: str, detail: str) -> str:

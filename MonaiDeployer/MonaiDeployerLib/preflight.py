@@ -7,6 +7,8 @@ answers. Every way a run is not started raises ``NotStarted`` with the line the 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,9 +18,16 @@ from .backends import worker_imports
 from .errors import MonaiDeployerError, NotAMapError
 from .packages import PackageInfo, missing_requirements, normalise_name, open_package
 
+logger = logging.getLogger(__name__)
+
 
 class NotStarted(MonaiDeployerError):
-    """The run was not started: the user said no, or what it needs is missing. The message says which."""
+    """The run was not started: the user said no (``failed`` False), or what it needs is missing or could not be
+    installed (``failed`` True). The message says which."""
+
+    def __init__(self, message: str, failed: bool = False):
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass(frozen=True)
@@ -82,13 +91,14 @@ class Preflight:
     """Prepares runs for one panel session; remembers the installs the user declined in it (asked once).
 
     ``runner_for(python, device)`` gives the warm runner; ``install(packages)`` installs into ``default_python``
-    (raising when it fails) and ``on_installed(packages)`` follows a successful install; ``trust_list`` remembers
-    trusted packages across sessions; ``make_environment(package, python, progress)`` makes a package's own
-    environment; ``log(line)`` gets what the user should read in the log.
+    (raising when it fails); ``trust_list`` remembers trusted packages across sessions;
+    ``make_environment(package, python, progress)`` makes a package's own environment; ``log(line)`` gets what the
+    user should read in the log; ``busy()`` is a context manager around the steps that wait (a wait cursor).
     """
 
     def __init__(self, runner_for: Callable, default_python: str, install: Callable, trust_list,
-                 make_environment: Callable, log: Callable[[str], None], tr: Callable[[str], str] = str):
+                 make_environment: Callable, log: Callable[[str], None], tr: Callable[[str], str] = str,
+                 busy: Callable = contextlib.nullcontext):
         self._runner_for = runner_for
         self._default_python = default_python
         self._install = install
@@ -96,6 +106,7 @@ class Preflight:
         self._make_environment = make_environment
         self._log = log
         self._tr = tr
+        self._busy = busy
         self.declined: set = set()
 
     def prepare(self, choice: Choice, questions: Questions) -> Ready:
@@ -127,7 +138,8 @@ class Preflight:
         from .maps import inspect_map
 
         try:
-            inspect_map(find_runtime(package.settings.get("runtime")), package.path)
+            with self._busy():
+                inspect_map(find_runtime(package.settings.get("runtime")), package.path)
             return package
         except NotAMapError as error:
             if questions.run_entry_point(str(error)):
@@ -137,11 +149,13 @@ class Preflight:
     def _fill_environment(self, package: PackageInfo, python: str, device: str, questions: Questions) -> None:
         """The worker's environment can run the package, after offering to install what it lacks."""
         tr = self._tr
-        installed = self._runner_for(python, device).environment()["packages"]
+        with self._busy():
+            installed = self._runner_for(python, device).environment()["packages"]
         missing = missing_packages(worker_imports(package.mode), package.requirements, installed)
         if missing:
             self._install_missing(missing, python, questions)
-        problems = self._runner_for(python, device).check_requirements(package)  # a new worker after an install
+        with self._busy():
+            problems = self._runner_for(python, device).check_requirements(package)  # a new worker after an install
         for problem in problems:
             self._log(problem)
         if problems and not questions.run_anyway(package, problems):
@@ -153,15 +167,18 @@ class Preflight:
         if not same_python(python, self._default_python):
             raise NotStarted(tr("The worker Python {python} lacks {packages}. Install them in that environment, tick "
                                 "'Environment made for the package', or leave 'Worker Python' empty to use Slicer's "
-                                "own Python.").format(python=python, packages=names))
+                                "own Python.").format(python=python, packages=names), failed=True)
         if tuple(missing) in self.declined:
             raise NotStarted(tr("{packages} not installed (you declined), so the model cannot run.").format(
-                packages=names))
+                packages=names), failed=True)
         if not questions.install(missing):
             self.declined.add(tuple(missing))
-            raise NotStarted(tr("{packages} not installed, so the model cannot run.").format(packages=names))
+            raise NotStarted(tr("{packages} not installed, so the model cannot run.").format(packages=names),
+                             failed=True)
         try:
             self._install(missing)
         except Exception as error:  # pip and the PyTorch extension report failures as assorted exceptions
-            raise NotStarted(tr("Installing {packages} failed: {error}").format(packages=names, error=error)) from error
+            logger.exception("Installing %s failed", names)
+            raise NotStarted(tr("Installing {packages} failed: {error}").format(packages=names, error=error),
+                             failed=True) from error
         self._log(tr("Installed {packages}.").format(packages=names))

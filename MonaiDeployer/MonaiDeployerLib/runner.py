@@ -65,6 +65,8 @@ class Runner:
         self._jobs_folder = None
         self._owner_told = None  # the worker process that knows this runner's private folder
         self._warm_pid = None  # the worker process asked to import torch and MONAI
+        self._warmup_call = None
+        self._closed = False
 
     @property
     def python(self) -> str:
@@ -77,16 +79,25 @@ class Runner:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker (cancelling a run in flight) and any MAP container it kept warm."""
+        """Stop the worker (cancelling a run in flight) and any MAP container it kept warm. A closed runner starts
+        no worker again: work still queued for it (a panel's card, a warm-up) fails instead."""
+        self._closed = True
         if self._job is not None and not self._job.done:
             self._job.cancel()
+        elif self._job is None and self._warmup_call is not None and not self._warmup_call.done:
+            self.client.kill()  # it would read the request to stop only once torch and MONAI are imported
         self.client.close()
         if self._jobs_folder is not None:  # with the containers a killed worker could not stop
             leftovers.remove_owned([self._jobs_folder])
             self._jobs_folder = None
 
     def environment(self) -> dict:
+        self._check_open()
         return self.client.environment()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WorkerError("this runner was closed (the worker Python or device changed)")
 
     def check_requirements(self, package: PackageInfo) -> list:
         return check_requirements(package.requirements, self.environment()["packages"])
@@ -105,7 +116,8 @@ class Runner:
         if any(normalise_name(name) not in installed for name in FRAMEWORKS):
             return None
         self._warm_pid = self.client.pid
-        return self.client.call("warmup")
+        self._warmup_call = self.client.call("warmup")
+        return self._warmup_call
 
     @property
     def warmed(self) -> bool:
@@ -120,6 +132,7 @@ class Runner:
         ``dicom_files``: the DICOM series the volume was loaded from; a Deploy app that reads DICOM
         gets these original files instead of a series written from the volume.
         """
+        self._check_open()
         if self._job is not None and not self._job.done:
             raise WorkerError("a run is already in progress; wait for it or cancel it")
         check_volume(volume)

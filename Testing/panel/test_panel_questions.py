@@ -98,7 +98,7 @@ def test_in_testing_mode_nothing_is_installed(panel, tmp_path, monkeypatch, slic
     finally:
         slicer_app.setTestingEnabled(False)
     assert dialogs.asked == []
-    assert panel.ui.stageLabel.text == f"{PROBE}>=1.0 not installed, so the model cannot run."
+    assert panel.ui.stageLabel.text == f"Failed: {PROBE}>=1.0 not installed, so the model cannot run."
     assert not probe_installed(slicer_python)
     panel._ensurePreflight().declined.clear()  # the next test asks afresh, as after restarting Slicer
 
@@ -113,7 +113,7 @@ def test_install_is_asked_declining_is_remembered_and_agreeing_installs_into_sli
     with answering("Cancel") as declined:
         apply_and_wait(panel)
     assert len(declined.asked) == 1 and f"The model needs {PROBE}>=1.0" in declined.asked[0]
-    assert panel.ui.stageLabel.text == f"{PROBE}>=1.0 not installed, so the model cannot run."
+    assert panel.ui.stageLabel.text == f"Failed: {PROBE}>=1.0 not installed, so the model cannot run."
     with answering() as not_again:
         apply_and_wait(panel)
     assert not_again.asked == []
