@@ -622,7 +622,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._runner = None
-        self._runnerKey = None
+        self._runnerPython = None
 
     def getParameterNode(self):
         return MonaiDeployerParameterNode(super().getParameterNode())
@@ -633,21 +633,23 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         return shutil.which("PythonSlicer") or sys.executable
 
     def runner(self, python: str | None = None, device: str = "auto"):
-        """The warm worker for this interpreter and device; a new one when either changes."""
+        """The warm worker for this interpreter (a new one when it changes), set to run on ``device``: the worker
+        itself does not depend on the device, so changing it keeps the worker and its loaded models."""
         from MonaiDeployerLib import Runner
 
-        key = ((python or "").strip() or self.defaultPython(), device)
-        if self._runner is None or self._runnerKey != key:
+        python = (python or "").strip() or self.defaultPython()
+        if self._runner is None or self._runnerPython != python:
             self.closeRunner()
-            self._runner = Runner(python=key[0], device=device)
-            self._runnerKey = key
+            self._runner = Runner(python=python, device=device)
+            self._runnerPython = python
+        self._runner.device = device
         return self._runner
 
     def closeRunner(self) -> None:
         if self._runner is not None:
             self._runner.close()
         self._runner = None
-        self._runnerKey = None
+        self._runnerPython = None
 
     def installIntoSlicerPython(self, requirements: list) -> None:
         """torch through the PyTorch extension's PyTorchUtils; the rest with pip, constrained to keep every package

@@ -129,14 +129,16 @@ def panel_applies(volume: Volume, repeats: int, settings: Path) -> dict | None:
     slicer_harness.load_module(MODULE_FILE)
     panel = slicer.util.getModule("MonaiDeployer").widgetRepresentation()
 
-    def apply(widget) -> tuple[float, dict]:
-        started = time.perf_counter()
-        perform(widget.ui.applyButton.click)
-        wait_until(lambda: not widget.isRunning(), 600, "the panel's run")
-        seconds = time.perf_counter() - started
+    def apply(widget) -> tuple[float, dict, float]:
+        """Seconds from the click to the result, the run's timings, the longest GUI-thread block meanwhile."""
+        with Heartbeat() as heartbeat:
+            started = time.perf_counter()
+            perform(widget.ui.applyButton.click)
+            wait_until(lambda: not widget.isRunning(), 600, "the panel's run")
+            seconds = time.perf_counter() - started
         if not widget.ui.stageLabel.text.startswith("Created "):
             raise RuntimeError(f"the panel's run failed: {widget.ui.stageLabel.text}")
-        return seconds, widget.lastRunTimings
+        return seconds, widget.lastRunTimings, heartbeat.longest
 
     def enter_and_choose(wait_for_warmup: bool):
         panel.enter()
@@ -149,18 +151,19 @@ def panel_applies(volume: Volume, repeats: int, settings: Path) -> dict | None:
         return widget
 
     try:
-        with Heartbeat() as heartbeat:
-            widget = enter_and_choose(wait_for_warmup=True)
-            first, first_timings = apply(widget)
-            warm = statistics.median(apply(widget)[0] for _ in range(repeats))
-            panel.exit()
-            widget.logic.closeRunner()  # as after restarting Slicer; the user presses Apply at once
-            unwarmed, _ = apply(enter_and_choose(wait_for_warmup=False))
-            panel.exit()
+        widget = enter_and_choose(wait_for_warmup=True)
+        first, first_timings, first_block = apply(widget)
+        warm_runs = [apply(widget) for _ in range(repeats)]
+        panel.exit()
+        widget.logic.closeRunner()  # as after restarting Slicer; then the user presses Apply at once
+        unwarmed, _, unwarmed_block = apply(enter_and_choose(wait_for_warmup=False))
+        panel.exit()
     finally:
         slicer_harness.stop()
+    warm = statistics.median(seconds for seconds, _, _ in warm_runs)
+    block = max([first_block] + [longest for _, _, longest in warm_runs])
     return {"first": first, "warm": warm, "unwarmed": unwarmed, "load": first_timings.get("load_model", 0.0),
-            "block": heartbeat.longest}
+            "block": block, "unwarmed_block": unwarmed_block}
 
 
 def main() -> int:
@@ -260,8 +263,10 @@ def main() -> int:
         first_target = 1.2 * (panel["warm"] + panel["load"])
         print(f"target: first panel Apply <= 1.2 x (warm Apply + model load {panel['load']:.3f} s) = "
               f"{first_target:.3f} s; measured {panel['first']:.3f} s: {_verdict(panel['first'], first_target)}")
-        print(f"target: longest GUI-thread block during the panel's runs <= 100 ms; measured "
+        print(f"target: longest GUI-thread block from Apply to the result, worker warmed, <= 100 ms; measured "
               f"{panel['block'] * 1000:.0f} ms: {_verdict(panel['block'], 0.100)}")
+        print(f"(longest GUI-thread block of the Apply with no time to warm up, which waits for the worker's start: "
+              f"{panel['unwarmed_block'] * 1000:.0f} ms)")
     return 0
 
 

@@ -33,17 +33,22 @@ def answering(*answers):
     return DialogAnswerer(lambda dialog: queue.pop(0))
 
 
+def refuse(panel, question: str, status: str) -> None:
+    """Apply and answer No: asked once, not started, and the scene is as it was."""
+    before = scene_nodes()
+    with answering("No") as refused:
+        apply_and_wait(panel)
+    assert len(refused.asked) == 1 and question in refused.asked[0]
+    assert panel.ui.stageLabel.text == status
+    assert scene_nodes() == before
+
+
 def test_trust_is_asked_before_a_bundle_runs_and_remembered_once_given(panel, tmp_path):
     bundle = shutil.copytree(SAMPLE_BUNDLE, tmp_path / "bundle")
     metadata = bundle / "configs" / "metadata.json"
     metadata.write_text(metadata.read_text(encoding="utf-8").replace("}", ', "note": "a copy"}', 1), encoding="utf-8")
     choose(panel, phantom(), bundle)
-    before = scene_nodes()
-    with answering("No") as refused:
-        apply_and_wait(panel)
-    assert len(refused.asked) == 1 and "its configs or code are Python that will run" in refused.asked[0]
-    assert panel.ui.stageLabel.text == "Not started: the package is not trusted."
-    assert scene_nodes() == before
+    refuse(panel, "its configs or code are Python that will run", "Not started: the package is not trusted.")
     with answering("Yes") as trusted:
         apply_and_wait(panel)
     assert len(trusted.asked) == 1 and panel.ui.stageLabel.text.startswith("Created ")
@@ -142,9 +147,5 @@ def podman_images():
 
 def test_an_image_that_is_not_a_map_asks_before_its_entry_point_runs(panel, podman_images):
     choose(panel, phantom(), podman_images, card="This image is not a MONAI Application Package.")
-    before = scene_nodes()
-    with answering("No") as asked:
-        apply_and_wait(panel)
-    assert len(asked.asked) == 1 and "Run the image's own entry point anyway?" in asked.asked[0]
-    assert panel.ui.stageLabel.text == "Not started: the image is not a MONAI Application Package."
-    assert scene_nodes() == before
+    refuse(panel, "Run the image's own entry point anyway?",
+           "Not started: the image is not a MONAI Application Package.")
