@@ -130,11 +130,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._preflight = None  # made on first use: it imports the library
-        self._background = None  # one thread for the info card and the warm-up's start
-        self._card = None  # (choice, future of its infocard.Card) being made
+        self._background = None  # MonaiDeployerLib.background.PanelBackground: the card and the warm-up
         self._describedChoice = None  # the preflight.Choice the card shows
-        self._warmupStart = None  # future of the warm-up's call, while the worker starts
-        self._warmupCall = None  # the call importing torch and MONAI, until it ends or a run starts
         self._job = None  # the NodeSegmentation in flight, if any
         self._jobCreatesNode = False
         self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
@@ -148,6 +145,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MonaiDeployerLogic()
+        from MonaiDeployerLib.background import PanelBackground
+
+        self._background = PanelBackground()
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -183,8 +183,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
             self._job = None
         self.logic.closeRunner()  # first: a card or warm-up waiting on the worker then ends at once
-        if self._background is not None:
-            self._background.shutdown(wait=False, cancel_futures=True)
+        self._background.shutdown()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -252,11 +251,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def isDescribing(self) -> bool:
         """The info card is being made (or waits for the user to stop typing)."""
-        return self._card is not None or self._packageInfoTimer.isActive()
+        return self._background.describing() or self._packageInfoTimer.isActive()
 
     def isWarmingUp(self) -> bool:
         """The worker is starting and importing torch and MONAI in the background."""
-        return self._warmupStart is not None or self._warmupCall is not None
+        return self._background.warming_up
 
     def _updateButtons(self) -> None:
         busy = self.isRunning() or self._preparing
@@ -302,47 +301,31 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Work off the GUI thread: the info card and the worker's warm-up
     #
 
-    def _submit(self, function, *args):
-        if self._background is None:
-            import concurrent.futures
-
-            self._background = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="MonaiDeployer")
-        future = self._background.submit(function, *args)
-        self._timer.start()
-        return future
-
     def updatePackageInfo(self) -> None:
         """Start making the card of the chosen package; it is shown when ready (problems in the card, no dialogs)."""
         if not self._parameterNode or self.isRunning():
             return  # a run in flight holds the worker; the card is refreshed when it ends
         choice = self._choice()
-        if choice == self._describedChoice or (self._card and self._card[0] == choice):
+        if choice == self._describedChoice or self._background.describing(choice):
             return
         if not choice.package_path:
-            self._card, self._describedChoice = None, choice
+            self._describedChoice = choice
             self.ui.packageInfoBrowser.clear()
             return
-        from MonaiDeployerLib import infocard
+        from MonaiDeployerLib.infocard import message_html
 
         runner = self.logic.runner(choice.worker_python, choice.device)
-        self.ui.packageInfoBrowser.setHtml(infocard.message_html(_("Reading the package..."), choice.package_path))
-        self._card = (choice, self._submit(infocard.describe, choice, runner, self._ensurePreflight().is_trusted))
+        self.ui.packageInfoBrowser.setHtml(message_html(_("Reading the package..."), choice.package_path))
+        self._background.describe(choice, runner, self._ensurePreflight().is_trusted)
+        self._timer.start()
 
-    def _showCard(self) -> None:
-        choice, future = self._card
-        self._card = None
+    def _showCard(self, choice, card) -> None:
         if not self._parameterNode:
             return  # the user left the module or closed the scene meanwhile
         if choice != self._choice():
             self._onParameterNodeModified()  # the choice changed meanwhile: make the card again
             return
         self._describedChoice = choice
-        try:
-            card = future.result()
-        except Exception as error:  # describe() reports problems in the card; this would be a bug in it
-            logging.exception("Making the info card failed")
-            self.ui.packageInfoBrowser.setHtml(f"<p>{error}</p>")
-            return
         self.ui.packageInfoBrowser.setHtml(card.html(_))
         if card.package is not None:
             self._rememberPackage(choice.package_path)
@@ -358,29 +341,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startWarmup(self) -> None:
         """Start the worker and import torch and MONAI in it now, so the first Apply pays for the model only."""
-        if self.isWarmingUp() or self.isRunning() or not self._parameterNode:
+        if self.isRunning() or not self._parameterNode:
             return
-        runner = self.logic.runner(self._parameterNode.workerPython, self._parameterNode.device)
-        if not runner.warmed:
-            self._warmupStart = self._submit(runner.begin_warmup)
-
-    def _pollWarmup(self) -> None:
-        if self._warmupStart is not None:
-            if not self._warmupStart.done():
-                return
-            try:
-                self._warmupCall = self._warmupStart.result()  # None: nothing to import
-            except Exception as error:  # a worker that cannot start: the card and Apply say why
-                logging.info("Warming the worker up failed: %s", error)
-            self._warmupStart = None
-        if self._warmupCall is not None:
-            self._warmupCall.poll()
-            if self._warmupCall.done:
-                if self._warmupCall.error is None:
-                    logging.info("Worker warmed up: %s", self._warmupCall.answer.get("timings"))
-                else:
-                    logging.info("Warming the worker up failed: %s", self._warmupCall.error)
-                self._warmupCall = None
+        self._background.start_warmup(self.logic.runner(self._parameterNode.workerPython,
+                                                        self._parameterNode.device))
+        self._timer.start()
 
     #
     # Running
@@ -404,7 +369,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
                 try:
                     ready = self._ensurePreflight().prepare(self._choice(), PanelQuestions())
-                    self._warmupStart = self._warmupCall = None  # the run's polling takes the worker's messages
+                    self._background.drop_warmup()  # the run's polling takes the worker's messages from here on
                     self._preferSegmentationForOverlaps(ready.package)  # the card may not have been shown yet
                     self._jobCreatesNode = p.outputNode is None
                     self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
@@ -479,13 +444,13 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()  # the next poll reports the outcome
 
     def _onTimer(self) -> None:
-        if self._card is not None and self._card[1].done():
-            self._showCard()
-        if self.isWarmingUp():
-            self._pollWarmup()
+        finished = self._background.finished_card()
+        if finished is not None:
+            self._showCard(*finished)
+        self._background.poll_warmup()
         if self._job is not None:
             self._pollJob(self._job)
-        if self._card is None and not self.isWarmingUp() and self._job is None:
+        if not self._background.busy and self._job is None:
             self._timer.stop()
 
     def _pollJob(self, job) -> None:
