@@ -152,3 +152,16 @@ def test_closing_the_scene_and_entering_again_rebinds_the_panel(panel):
     type_into(panel.ui.packagePathLineEdit, str(SAMPLE_MODEL))
     assert panel.logic.getParameterNode().packagePath == str(SAMPLE_MODEL)
     assert panel.ui.applyButton.enabled
+
+
+def test_changing_the_device_keeps_the_warmed_worker(panel):
+    """The worker does not depend on the device: switching it must not throw the warm-up away."""
+    wait_until(lambda: not panel.isWarmingUp(), 120, "the warm-up on entering")
+    parameters = panel.logic.getParameterNode()
+    runner = panel.logic.runner(parameters.workerPython, parameters.device)
+    worker = runner.client.pid
+    assert worker is not None and runner.warmed
+    panel.ui.deviceComboBox.currentIndex = panel.ui.deviceComboBox.findText("cpu")
+    assert parameters.device == "cpu"
+    assert panel.logic.runner(parameters.workerPython, parameters.device) is runner
+    assert runner.client.pid == worker and runner.device == "cpu"
