@@ -40,8 +40,10 @@ def slicer_python(tmp_path_factory) -> str:
     launcher = bin_folder / "PythonSlicer"  # a script, as Slicer's launcher: a symbolic link would lose the venv
     launcher.write_text(f'#!/bin/sh\nexec "{python}" "$@"\n', encoding="utf-8")
     launcher.chmod(0o755)
-    os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
-    return str(python)
+    path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_folder}{os.pathsep}{path}"
+    yield str(python)
+    os.environ["PATH"] = path
 
 
 @pytest.fixture(scope="package")
