@@ -207,10 +207,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         """Bind the scene's parameter node; offer the most recent package and the first volume."""
-        self._recentPackages.setStringList(self._recentPackageList())
+        recent = self._recentPackageList()
+        self._recentPackages.setStringList(recent)
         parameterNode = self.logic.getParameterNode()
-        if not parameterNode.packagePath and self._recentPackages.rowCount():
-            parameterNode.packagePath = self._recentPackageList()[0]
+        if not parameterNode.packagePath and recent:
+            parameterNode.packagePath = recent[0]
         if not parameterNode.inputVolume:
             parameterNode.inputVolume = next((node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
                                               if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)

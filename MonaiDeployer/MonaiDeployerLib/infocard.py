@@ -71,13 +71,10 @@ def describe(choice: Choice, runner, is_trusted: Callable[[PackageInfo], bool]) 
 
 def _describe_map(card: Card) -> None:
     """A MAP's manifests, resources and CUDA verdict, read from the image before any run."""
-    from .containers import find_runtime
-    from .maps import describe_map, inspect_map
+    from .maps import describe_map, inspect_package
 
-    package = card.package
     try:
-        facts = inspect_map(find_runtime(package.settings.get("runtime")), package.path,
-                            entry_point=package.settings.get("entry_point", False))
+        facts = inspect_package(card.package)
     except NotAMapError as error:
         card.not_a_map = str(error)
         return

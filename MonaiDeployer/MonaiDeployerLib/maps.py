@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
-from .containers import cuda_verdict, forward_compatible_drivers, image_cuda, read_host_gpus
+from .containers import cuda_verdict, find_runtime, forward_compatible_drivers, image_cuda, read_host_gpus
 from .deployapps import declared_labels, read_app_yaml
 from .errors import NotAMapError, PackageError
 
@@ -115,6 +115,12 @@ def inspect_map(runtime: str, reference: str, container: str | None = None, scra
         app_manifest=app_manifest,
         package_manifest=package_manifest,
     )
+
+
+def inspect_package(package) -> MapFacts:
+    """``inspect_map`` of the image a MAP package names, with the package's runtime and entry-point choice."""
+    return inspect_map(find_runtime(package.settings.get("runtime")), package.path,
+                       entry_point=package.settings.get("entry_point", False))
 
 
 def describe_map(facts: MapFacts, verdict) -> list:

@@ -134,12 +134,11 @@ class Preflight:
         return not package.content_hash or self._trust_list.is_trusted(package)
 
     def _map_or_entry_point(self, choice: Choice, package: PackageInfo, questions: Questions) -> PackageInfo:
-        from .containers import find_runtime
-        from .maps import inspect_map
+        from .maps import inspect_package
 
         try:
             with self._busy():
-                inspect_map(find_runtime(package.settings.get("runtime")), package.path)
+                inspect_package(package)
             return package
         except NotAMapError as error:
             if questions.run_entry_point(str(error)):
