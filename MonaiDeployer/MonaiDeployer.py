@@ -120,8 +120,8 @@ class MonaiDeployerParameterNode:
 
 
 class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the panel's widgets to the library: what to run is decided in MonaiDeployerLib.preflight, the info
-    card is made by MonaiDeployerLib.infocard off the GUI thread, and runs are polled from a timer."""
+    """Wires the panel's widgets to the library: what to run is decided in MonaiDeployerLib.panel.preflight, the info
+    card is made by MonaiDeployerLib.panel.infocard off the GUI thread, and runs are polled from a timer."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -145,7 +145,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MonaiDeployerLogic()
-        from MonaiDeployerLib.background import PanelBackground
+        from MonaiDeployerLib.panel.background import PanelBackground
 
         self._background = PanelBackground()
 
@@ -241,7 +241,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _choice(self):
         """What the panel names, as the library takes it (also the info card's key: it is compared by value)."""
-        from MonaiDeployerLib.preflight import Choice
+        from MonaiDeployerLib.panel.preflight import Choice
 
         p = self._parameterNode
         return Choice(p.packagePath.strip(), p.mode, p.device, p.workerPython.strip(), p.appModelPath.strip(),
@@ -313,7 +313,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._describedChoice = choice
             self.ui.packageInfoBrowser.clear()
             return
-        from MonaiDeployerLib.infocard import message_html
+        from MonaiDeployerLib.panel.infocard import message_html
 
         runner = self.logic.runner(choice.worker_python, choice.device)
         self.ui.packageInfoBrowser.setHtml(message_html(_("Reading the package..."), choice.package_path))
@@ -355,7 +355,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         """Ask what must be asked, then start the run; the timer follows it, so the GUI never waits on the model."""
         from MonaiDeployerLib import MonaiDeployerError
-        from MonaiDeployerLib.preflight import NotStarted
+        from MonaiDeployerLib.panel.preflight import NotStarted
 
         p = self._parameterNode
         self.ui.progressBar.setRange(0, 100)
@@ -393,9 +393,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _ensurePreflight(self):
         if self._preflight is None:
-            from MonaiDeployerLib.environments import make_environment
-            from MonaiDeployerLib.preflight import Preflight
-            from MonaiDeployerLib.trust import TrustList
+            from MonaiDeployerLib.environment.made import make_environment
+            from MonaiDeployerLib.packages.trust import TrustList
+            from MonaiDeployerLib.panel.preflight import Preflight
 
             self._preflight = Preflight(self.logic.runner, self.logic.defaultPython(), self._install, TrustList(),
                                         make_environment, self._logWhilePreparing, _, slicer.util.WaitCursor)
@@ -407,7 +407,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _install(self, packages: list) -> None:
         """Install into Slicer's Python (the user has agreed), then restart the worker so it sees them."""
-        from MonaiDeployerLib.environments import needs_restart
+        from MonaiDeployerLib.environment.made import needs_restart
 
         with slicer.util.WaitCursor():
             self.logic.installIntoSlicerPython(packages)
@@ -420,7 +420,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onMadeEnvironmentsButton(self) -> None:
         """List the made environments with their disk use; remove the one the user picks."""
-        from MonaiDeployerLib.environments import list_environments, remove_environment
+        from MonaiDeployerLib.environment.made import list_environments, remove_environment
 
         found = list_environments()
         if not found:
@@ -568,7 +568,7 @@ def showResult(inputVolume, outputNode) -> None:
 
 def isTorch(requirement: str) -> bool:
     """True for "torch" or a torch requirement such as "torch>=2.4" (installed by the PyTorch extension)."""
-    from MonaiDeployerLib.packages import normalise_name
+    from MonaiDeployerLib.packages.info import normalise_name
 
     return normalise_name(re.split(r"[<>=!~\s]", requirement)[0]) == "torch"
 
@@ -620,8 +620,8 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
     def installIntoSlicerPython(self, requirements: list) -> None:
         """torch through the PyTorch extension's PyTorchUtils; the rest with pip, constrained to keep every package
         Slicer ships at its installed version. Raises when either fails."""
-        from MonaiDeployerLib.environments import shipped_constraints
-        from MonaiDeployerLib.worker import installed_packages
+        from MonaiDeployerLib.environment.made import shipped_constraints
+        from MonaiDeployerLib.inference.worker import installed_packages
 
         if any(map(isTorch, requirements)):
             try:
@@ -648,7 +648,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
 
         A bundle or Deploy app runs code: unless the user trusted it before, pass trust=True.
         """
-        from MonaiDeployerLib.noderun import NodeSegmentation
+        from MonaiDeployerLib.scene.noderun import NodeSegmentation
 
         return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
                                 output_kind=outputKind, trust=trust, dicom_files=self.dicomFilesOf(inputVolume))
@@ -656,7 +656,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
     def process(self, inputVolume, packagePath, mode=None, outputNode=None, outputKind="labelmap", device="auto",
                 python=None, trust=False):
         """Run a package on a volume node and return the output node (blocks; raises MonaiDeployerError)."""
-        from MonaiDeployerLib.preflight import Choice
+        from MonaiDeployerLib.panel.preflight import Choice
 
         package = Choice(packagePath, mode or "auto").open()
         return self.start(inputVolume, package, outputNode, outputKind, device, python, trust).wait()
@@ -702,7 +702,7 @@ class MonaiDeployerTest(ScriptedLoadableModuleTest):
         self.test_Panel()
 
     def test_Scenarios(self):
-        from MonaiDeployerLib import selftest
+        from MonaiDeployerLib.testing import selftest
 
         logic = MonaiDeployerLogic()
         try:
@@ -712,7 +712,7 @@ class MonaiDeployerTest(ScriptedLoadableModuleTest):
 
     def test_Panel(self):
         """Pick the sample model and a phantom in the panel, Apply, wait without blocking, check the result."""
-        from MonaiDeployerLib import sampledata, selftest
+        from MonaiDeployerLib.testing import sampledata, selftest
 
         case = sampledata.held_out_cases()[0]
         inputVolume, _truth = selftest.held_out_node(slicer.mrmlScene, case)

@@ -38,9 +38,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
 
-from MonaiDeployerLib import Runner, Volume, open_package, sampledata, write_volume  # noqa: E402
-from MonaiDeployerLib.mappackager import package_app  # noqa: E402
-from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
+from MonaiDeployerLib import Runner, Volume, open_package, write_volume  # noqa: E402
+from MonaiDeployerLib.packages.map_build import package_app  # noqa: E402
+from MonaiDeployerLib.testing import sampledata  # noqa: E402
+from MonaiDeployerLib.testing.selftest import SAMPLE_MODEL  # noqa: E402
 
 SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
 SAMPLE_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
@@ -124,7 +125,7 @@ def panel_applies(volume: Volume, repeats: int, settings: Path) -> dict | None:
     slicer_harness.start(settings)
     import slicer
 
-    from MonaiDeployerLib.mrml import volume_node_from_volume
+    from MonaiDeployerLib.scene.mrml import volume_node_from_volume
 
     slicer_harness.load_module(MODULE_FILE)
     panel = slicer.util.getModule("MonaiDeployer").widgetRepresentation()

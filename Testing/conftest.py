@@ -20,8 +20,9 @@ tempfile.tempdir = str(LIBRARY_TEMP)
 # The trust list and unpacked bundles go to a private home, never the user's own.
 os.environ["MONAIDEPLOYER_HOME"] = str(LIBRARY_TEMP / "home")
 
-from MonaiDeployerLib import Runner, sampledata  # noqa: E402
-from MonaiDeployerLib.selftest import SAMPLE_MODEL  # noqa: E402
+from MonaiDeployerLib import Runner  # noqa: E402
+from MonaiDeployerLib.testing import sampledata  # noqa: E402
+from MonaiDeployerLib.testing.selftest import SAMPLE_MODEL  # noqa: E402
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -102,7 +103,7 @@ def tiny_models(tmp_path_factory) -> dict:
 
 def assert_held_out_segmented(runner, package, held_out, labels: dict, context: str = "") -> None:
     """Every held-out phantom comes back on its own grid, with ``labels``, each label at Dice >= 0.95."""
-    from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
+    from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
     for case, volume, truth in held_out:
         result = runner.run(package, volume, trust=True)

@@ -21,9 +21,11 @@ OUTPUT = REPO_ROOT / ".build" / "demo"
 import numpy as np  # noqa: E402
 import slicer  # noqa: E402
 
-from MonaiDeployerLib import Runner, Volume, mrml, open_package, sampledata, write_volume  # noqa: E402
-from MonaiDeployerLib.noderun import NodeSegmentation  # noqa: E402
-from MonaiDeployerLib.selftest import SAMPLE_MODEL, dice_per_label, node_array  # noqa: E402
+from MonaiDeployerLib import Runner, Volume, open_package, write_volume  # noqa: E402
+from MonaiDeployerLib.scene import mrml  # noqa: E402
+from MonaiDeployerLib.scene.noderun import NodeSegmentation  # noqa: E402
+from MonaiDeployerLib.testing import sampledata  # noqa: E402
+from MonaiDeployerLib.testing.selftest import SAMPLE_MODEL, dice_per_label, node_array  # noqa: E402
 
 
 def ensure_sample_package() -> None:

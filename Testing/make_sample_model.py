@@ -18,7 +18,7 @@ from monai.networks.nets import UNet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
-from MonaiDeployerLib import sampledata  # noqa: E402  (needs the sys.path entry above)
+from MonaiDeployerLib.testing import sampledata  # noqa: E402  (needs the sys.path entry above)
 
 OUTPUT_DIR = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels"
 MODEL_PATH = OUTPUT_DIR / "PhantomUNet.ts"

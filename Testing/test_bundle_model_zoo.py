@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from make_zoo_bundle import MODEL_ZOO, make_zoo_bundle
 
-from MonaiDeployerLib import PackageError, Runner, Volume, open_package, sampledata
+from MonaiDeployerLib import PackageError, Runner, Volume, open_package
+from MonaiDeployerLib.testing import sampledata
 
 pytestmark = pytest.mark.skipif(not MODEL_ZOO.is_dir(), reason="../shared/model-zoo is not beside the repository")
 
@@ -47,7 +48,7 @@ def mr_channels(ct_volume) -> Volume:
 @pytest.fixture(scope="module")
 def old_monai_python() -> str:
     """The environment made for SwinUNETR from its metadata: monai 1.4.0 over the test environment's packages."""
-    from MonaiDeployerLib.environments import make_environment
+    from MonaiDeployerLib.environment.made import make_environment
 
     return make_environment(open_package(str(MODEL_ZOO / "swin_unetr_btcv_segmentation"))).python
 

@@ -23,9 +23,10 @@ import pytest
 from conftest import REPO_ROOT
 from make_zoo_bundle import COPIED_ZOO, make_zoo_bundle, zoo_configs
 
-from MonaiDeployerLib import PackageError, Runner, Volume, open_package, sampledata
-from MonaiDeployerLib.packages import package_facts
-from MonaiDeployerLib.selftest import SAMPLE_BUNDLE
+from MonaiDeployerLib import PackageError, Runner, Volume, open_package
+from MonaiDeployerLib.packages.info import package_facts
+from MonaiDeployerLib.testing import sampledata
+from MonaiDeployerLib.testing.selftest import SAMPLE_BUNDLE
 
 PROSTATE = COPIED_ZOO / "prostate_mri_anatomy"
 PROSTATE_LABELS = {1: "central gland", 2: "peripheral zone"}
@@ -56,7 +57,7 @@ def test_monais_optional_import_errors_name_the_pip_package():
     from monai.transforms import KeepLargestConnectedComponent
     from monai.utils import OptionalImportError, min_version, optional_import, require_pkg
 
-    from MonaiDeployerLib.optional_packages import missing_package, pip_name
+    from MonaiDeployerLib.environment.optional_packages import missing_package, pip_name
 
     measure, found = optional_import("skimage.measure", "0.14.2", min_version)
     assert not found
@@ -178,7 +179,7 @@ def test_a_transform_that_needs_a_missing_package_names_it_in_the_error(runner, 
 @pytest.fixture(scope="module")
 def prostate_environment():
     """The environment made for prostate_mri_anatomy from its metadata and config (nothing asked for by the test)."""
-    from MonaiDeployerLib.environments import make_environment
+    from MonaiDeployerLib.environment.made import make_environment
 
     lines = []
     started = time.perf_counter()

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from MonaiDeployerLib import InputError, OutputError, Result, Volume, mrml, open_package, read_volume, write_volume
-from MonaiDeployerLib.noderun import NodeSegmentation
-from MonaiDeployerLib.volume import check_volume, stack_channels
+from MonaiDeployerLib import InputError, OutputError, Result, Volume, open_package, read_volume, write_volume
+from MonaiDeployerLib.imageio.volume import check_volume, stack_channels
+from MonaiDeployerLib.scene import mrml
+from MonaiDeployerLib.scene.noderun import NodeSegmentation
 
 NAMES = {1: "core", 2: "whole", 3: "enhancing"}
 COLORS = {1: (1.0, 0.0, 0.0), 2: (0.0, 1.0, 0.0), 3: (0.0, 0.0, 1.0)}

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from MonaiDeployerLib import Volume, read_volume, write_volume
-from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 
 def cli(*arguments) -> subprocess.CompletedProcess:

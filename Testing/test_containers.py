@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from MonaiDeployerLib import PackageError
-from MonaiDeployerLib.containers import (
+from MonaiDeployerLib.environment.containers import (
     HostGpus,
     cuda_verdict,
     find_runtime,
@@ -114,7 +114,7 @@ def test_a_docker_client_without_a_daemon_is_not_a_runtime(tmp_path, monkeypatch
 
 def recorded_map_facts(environment: list):
     """What inspect_map gives for an image with this (recorded) environment."""
-    from MonaiDeployerLib.maps import MapFacts
+    from MonaiDeployerLib.packages.map_image import MapFacts
 
     environment = dict(entry.split("=", 1) for entry in environment)
     return MapFacts("registry.example/segmenter:1", "sha256:0", "segmenter", "1", "/var/holoscan/input",
@@ -123,7 +123,7 @@ def recorded_map_facts(environment: list):
 
 
 def test_gpu_flags_are_passed_only_when_asked_for_and_usable():
-    from MonaiDeployerLib.backends.map import gpu_options
+    from MonaiDeployerLib.inference.backends.map import gpu_options
 
     cuda_image = recorded_map_facts(VLLM_ENVIRONMENT)
     a10 = recorded_gpus("nvidia-smi-a10-driver-550.txt")

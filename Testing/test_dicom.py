@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MonaiDeployerLib import InputError, Volume, sampledata
-from MonaiDeployerLib.dicom import is_dicom_seg, write_dicom_series
-from MonaiDeployerLib.volume import LPS_TO_RAS
+from MonaiDeployerLib import InputError, Volume
+from MonaiDeployerLib.imageio.dicom import is_dicom_seg, write_dicom_series
+from MonaiDeployerLib.imageio.volume import LPS_TO_RAS
+from MonaiDeployerLib.testing import sampledata
 
 
 def read_series_geometry(paths: list) -> tuple:

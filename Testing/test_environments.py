@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO_ROOT, assert_held_out_segmented
 
 from MonaiDeployerLib import PackageError, Runner, open_package
-from MonaiDeployerLib.environments import environment_for, list_environments, make_environment, remove_environment
-from MonaiDeployerLib.selftest import SAMPLE_BUNDLE
+from MonaiDeployerLib.environment.made import environment_for, list_environments, make_environment, remove_environment
+from MonaiDeployerLib.testing.selftest import SAMPLE_BUNDLE
 
 LABELS = {1: "organ", 2: "lesion"}
 
@@ -127,14 +127,14 @@ def test_two_runs_asking_at_once_make_the_environment_once(tmp_path):
 
 
 def test_installing_into_slicers_python_keeps_the_packages_slicer_ships():
-    from MonaiDeployerLib.environments import shipped_constraints
+    from MonaiDeployerLib.environment.made import shipped_constraints
 
     installed = {"numpy": "2.4.6", "simpleitk": "2.5.0", "monai": "1.6.1", "requests": "2.32.3"}
     assert shipped_constraints(installed) == "numpy==2.4.6\nrequests==2.32.3\nsimpleitk==2.5.0\n"
 
 
 def test_a_package_already_imported_here_needs_a_restart_to_change():
-    from MonaiDeployerLib.environments import needs_restart
+    from MonaiDeployerLib.environment.made import needs_restart
 
     assert needs_restart(["monai>=1.4", "nibabel", "pytorch-ignite==0.4.11"], ["monai.bundle", "numpy"]) == ["monai"]
     assert needs_restart(["SimpleITK==2.5"], ["SimpleITK"]) == ["SimpleITK"]
@@ -142,7 +142,7 @@ def test_a_package_already_imported_here_needs_a_restart_to_change():
 
 def test_a_deploy_app_runs_in_an_environment_made_from_its_requirements_txt(tmp_path, held_out):
     """The phantom NIfTI app pinned to MONAI 1.4.0 in its requirements.txt, run warm in the environment made for it."""
-    from MonaiDeployerLib.selftest import SAMPLE_MODEL
+    from MonaiDeployerLib.testing.selftest import SAMPLE_MODEL
 
     app = tmp_path / "app"
     shutil.copytree(REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti", app)

@@ -18,8 +18,8 @@ import pytest
 from conftest import LIBRARY_TEMP, REPO_ROOT, assert_held_out_segmented
 
 from MonaiDeployerLib import Cancelled, NotAMapError, PackageError, Runner, Volume, open_package
-from MonaiDeployerLib.maps import inspect_map
-from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
+from MonaiDeployerLib.packages.map_image import inspect_map
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 BASE_IMAGE = "localhost/monaideployer-test-base:bookworm"
 SDK_IMAGE = "localhost/monaideployer-test-sdk:cpu"
@@ -152,7 +152,7 @@ def test_the_map_segments_held_out_volumes_in_a_hardened_container(phantom_map, 
 def test_a_dicom_map_gets_a_series_or_the_original_files(held_out, tmp_path, launch):
     """The SDK's DICOM operators inside the container; a blank volume with its original series proves the
     originals (links on the host) reach the container as files."""
-    from MonaiDeployerLib.dicom import write_dicom_series
+    from MonaiDeployerLib.imageio.dicom import write_dicom_series
 
     image = package_with_cli(DICOM_APP, PHANTOM_DICOM_MAP)
     assert inspect_map("podman", image).input_formats == ["dicom"]
@@ -183,9 +183,10 @@ def test_a_warm_map_keeps_one_container_and_its_model_between_runs(phantom_map, 
 
 @pytest.mark.parametrize("launch", ["cold", "warm"])
 def test_cli_and_mrml_logic_run_the_map(phantom_map, held_out, tmp_path, scene, launch):
-    from MonaiDeployerLib import read_volume, sampledata, write_volume
-    from MonaiDeployerLib.noderun import NodeSegmentation
-    from MonaiDeployerLib.selftest import held_out_node, node_array
+    from MonaiDeployerLib import read_volume, write_volume
+    from MonaiDeployerLib.scene.noderun import NodeSegmentation
+    from MonaiDeployerLib.testing import sampledata
+    from MonaiDeployerLib.testing.selftest import held_out_node, node_array
 
     _, volume, truth = held_out[1]
     source, output = tmp_path / "case.nii.gz", tmp_path / "seg.seg.nrrd"

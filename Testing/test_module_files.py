@@ -237,10 +237,10 @@ def _module_constant(name: str):
 
 def test_choices_match_the_library():
     """The panel lists its choices without importing the library at start-up; they must still agree."""
-    from MonaiDeployerLib.containers import RUNTIMES
-    from MonaiDeployerLib.deployapps import INPUT_FORMATS
-    from MonaiDeployerLib.noderun import OUTPUT_KINDS
-    from MonaiDeployerLib.packages import LAUNCHES, MODES
+    from MonaiDeployerLib.environment.containers import RUNTIMES
+    from MonaiDeployerLib.packages.deployapp_files import INPUT_FORMATS
+    from MonaiDeployerLib.packages.info import LAUNCHES, MODES
+    from MonaiDeployerLib.scene.noderun import OUTPUT_KINDS
 
     assert _module_constant("MODE_CHOICES") == ("auto", *MODES)
     assert _module_constant("OUTPUT_KIND_CHOICES") == tuple(OUTPUT_KINDS)

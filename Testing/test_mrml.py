@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MonaiDeployerLib import Volume, mrml, selftest
-from MonaiDeployerLib.noderun import NodeSegmentation
+from MonaiDeployerLib import Volume
+from MonaiDeployerLib.scene import mrml
+from MonaiDeployerLib.scene.noderun import NodeSegmentation
+from MonaiDeployerLib.testing import selftest
 
 
 @pytest.mark.parametrize("scenario", selftest.SCENARIOS, ids=lambda scenario: scenario.__name__)

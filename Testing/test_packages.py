@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from MonaiDeployerLib import PackageError, open_package
-from MonaiDeployerLib.packages import check_requirements, detect_mode
+from MonaiDeployerLib.packages.info import check_requirements, detect_mode
 
 
 def test_sample_model_is_described_by_its_sidecar(sample_model):

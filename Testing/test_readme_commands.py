@@ -16,8 +16,8 @@ import numpy as np
 from conftest import REPO_ROOT
 
 from MonaiDeployerLib import read_volume
-from MonaiDeployerLib.environments import MadeEnvironment, _create_virtual_environment, _python_in, _site_packages
-from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
+from MonaiDeployerLib.environment.made import MadeEnvironment, _create_virtual_environment, _python_in, _site_packages
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 README_MARKER = "Try it on the sample model:"
 """The sentence in README.md's *Command line* section that the tested ```bash block follows."""
@@ -47,7 +47,7 @@ def copy_checkout(target: Path) -> Path:
 
 def layered_venv(folder: Path) -> Path:
     """A virtual environment over this test's Python's packages (torch is not installed again), made as
-    MonaiDeployerLib.environments makes its environments; returns its python."""
+    MonaiDeployerLib.environment.made makes its environments; returns its python."""
     environment = MadeEnvironment(str(folder), _python_in(str(folder)), [], "a fresh clone", sys.executable)
     _create_virtual_environment(environment, None)
     return Path(environment.python)
@@ -107,8 +107,8 @@ def test_the_readme_commands_run_verbatim_in_a_fresh_clone(tmp_path):
         finished = shell(line, clone)
         assert finished.returncode == 0, f"{line}\n{finished.stdout}{finished.stderr}"
         arguments = shlex.split(line)
-        if "MonaiDeployerLib.sampledata" in arguments:
-            outputs["image"] = clone / arguments[arguments.index("MonaiDeployerLib.sampledata") + 1]
+        if "MonaiDeployerLib.testing.sampledata" in arguments:
+            outputs["image"] = clone / arguments[arguments.index("MonaiDeployerLib.testing.sampledata") + 1]
             outputs["truth"] = clone / arguments[arguments.index("--truth") + 1]
         elif "inspect" in arguments:
             assert "labels:       1=organ, 2=lesion" in finished.stdout, finished.stdout

@@ -16,8 +16,8 @@ from conftest import REPO_ROOT, assert_held_out_segmented
 from make_sample_bundle import BUNDLE_FOLDER, export_torchscript, export_zip
 
 from MonaiDeployerLib import InputError, PackageError, Runner, Volume, open_package, read_volume, write_volume
-from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
-from MonaiDeployerLib.trust import TrustList
+from MonaiDeployerLib.packages.trust import TrustList
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 LABELS = {1: "organ", 2: "lesion"}
 
@@ -45,9 +45,10 @@ def test_the_phantom_bundle_segments_held_out_volumes_in_each_form(runner, bundl
 
 @pytest.mark.parametrize("form", ["folder", "zip", "torchscript"])
 def test_the_mrml_logic_puts_bundle_labelmaps_on_each_held_out_grid(scene, runner, bundle_forms, form):
-    from MonaiDeployerLib import mrml, sampledata
-    from MonaiDeployerLib.noderun import NodeSegmentation
-    from MonaiDeployerLib.selftest import held_out_node, node_array
+    from MonaiDeployerLib.scene import mrml
+    from MonaiDeployerLib.scene.noderun import NodeSegmentation
+    from MonaiDeployerLib.testing import sampledata
+    from MonaiDeployerLib.testing.selftest import held_out_node, node_array
 
     package = open_package(bundle_forms[form])
     for case in sampledata.held_out_cases():

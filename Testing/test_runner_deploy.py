@@ -24,8 +24,8 @@ from MonaiDeployerLib import (
     read_volume,
     write_volume,
 )
-from MonaiDeployerLib.packages import package_facts
-from MonaiDeployerLib.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
+from MonaiDeployerLib.packages.info import package_facts
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
 DICOM_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_dicom"
@@ -76,9 +76,10 @@ def test_cli_runs_the_app_into_named_segments(tmp_path, held_out, app, launch, c
 @pytest.mark.parametrize("launch", ["cold", "warm"])
 @pytest.mark.parametrize("app", [NIFTI_APP, DICOM_APP], ids=["nifti", "dicom"])
 def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch, app):
-    from MonaiDeployerLib import mrml, sampledata
-    from MonaiDeployerLib.noderun import NodeSegmentation
-    from MonaiDeployerLib.selftest import held_out_node, node_array
+    from MonaiDeployerLib.scene import mrml
+    from MonaiDeployerLib.scene.noderun import NodeSegmentation
+    from MonaiDeployerLib.testing import sampledata
+    from MonaiDeployerLib.testing.selftest import held_out_node, node_array
 
     case = sampledata.held_out_cases()[0]
     node, truth = held_out_node(scene, case)
@@ -91,7 +92,7 @@ def test_the_mrml_logic_runs_the_app(scene, deploy_runner, launch, app):
 
 def test_a_dicom_app_gets_the_original_series_when_the_volume_came_from_one(deploy_runner, tmp_path, held_out):
     """The files hold the phantom; the volume handed over is blank: only the files can give these labels."""
-    from MonaiDeployerLib.dicom import write_dicom_series
+    from MonaiDeployerLib.imageio.dicom import write_dicom_series
 
     _, volume, truth = held_out[0]
     originals = write_dicom_series(volume, str(tmp_path))
@@ -163,7 +164,7 @@ def test_an_output_on_another_grid_is_resampled_as_monai_would_without_torch():
     import torch
     from monai.data import MetaTensor
 
-    from MonaiDeployerLib.backends import labels_on_grid, resample_nearest
+    from MonaiDeployerLib.inference.backends import labels_on_grid, resample_nearest
 
     labels = np.zeros((40, 50, 30), np.uint8)
     labels[10:30, 5:40, 4:25], labels[15:20, 20:30, 10:15] = 1, 2
@@ -256,8 +257,8 @@ TWO_OUTPUTS = "\n        ".join([
 
 
 def test_every_output_of_an_app_is_offered(deploy_runner, tmp_path, scene):
-    from MonaiDeployerLib import mrml
-    from MonaiDeployerLib.noderun import NodeSegmentation
+    from MonaiDeployerLib.scene import mrml
+    from MonaiDeployerLib.scene.noderun import NodeSegmentation
 
     app = _write_app(tmp_path / "app", TWO_OUTPUTS)
     array = np.random.default_rng(5).random((9, 8, 7), dtype=np.float32)

@@ -11,17 +11,9 @@ import numpy as np
 import psutil
 import pytest
 
-from MonaiDeployerLib import (
-    Cancelled,
-    InputError,
-    PackageError,
-    Runner,
-    Volume,
-    WorkerError,
-    open_package,
-    sampledata,
-)
-from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label
+from MonaiDeployerLib import Cancelled, InputError, PackageError, Runner, Volume, WorkerError, open_package
+from MonaiDeployerLib.testing import sampledata
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 
 def test_held_out_phantoms_reach_the_dice_target_on_their_own_grid(runner, sample_model, held_out):
@@ -176,7 +168,7 @@ def _version() -> str:
 def test_fast_argmax_matches_torch_including_ties():
     import torch
 
-    from MonaiDeployerLib.backends import argmax_over_channels
+    from MonaiDeployerLib.inference.backends import argmax_over_channels
 
     scores = torch.randint(0, 3, (4, 9, 8, 7)).float()  # many ties: the first maximum must win, as in torch
     assert torch.equal(argmax_over_channels(scores).long(), torch.argmax(scores, dim=0))

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from MonaiDeployerLib import InputError, OutputError, Volume, mrml, read_volume, write_volume
-from MonaiDeployerLib.volume import check_volume
+from MonaiDeployerLib import InputError, OutputError, Volume, read_volume, write_volume
+from MonaiDeployerLib.imageio.volume import check_volume
+from MonaiDeployerLib.scene import mrml
 
 
 def oblique_volume(dtype=np.float32) -> Volume:

@@ -4,9 +4,9 @@ Only light modules are imported here; torch and MONAI are imported by the worker
 """
 
 from .errors import Cancelled, InputError, MonaiDeployerError, NotAMapError, OutputError, PackageError, WorkerError
-from .packages import MODES, PackageInfo, open_package
-from .runner import Job, Result, Runner
-from .volume import Volume, read_volume, stack_channels, write_volume
+from .imageio.volume import Volume, read_volume, stack_channels, write_volume
+from .packages.info import MODES, PackageInfo, open_package
+from .runs.runner import Job, Result, Runner
 
 __all__ = [
     "MODES", "Cancelled", "InputError", "Job", "MonaiDeployerError", "NotAMapError", "OutputError", "PackageError",

@@ -11,13 +11,13 @@ import sys
 import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
-from .containers import find_runtime
-from .environments import list_environments, make_environment, remove_environment
-from .mappackager import package_app
-from .maps import describe_map, inspect_map
-from .packages import normalise_name, package_facts
-from .trust import TrustList
-from .volume import check_output, stack_channels, volume_suffix
+from .environment.containers import find_runtime
+from .environment.made import list_environments, make_environment, remove_environment
+from .imageio.volume import check_output, stack_channels, volume_suffix
+from .packages.info import normalise_name, package_facts
+from .packages.map_build import package_app
+from .packages.map_image import describe_map, inspect_map
+from .packages.trust import TrustList
 
 
 def main(argv=None) -> int:

@@ -11,8 +11,8 @@ import zipfile
 import pytest
 from slicer_harness.events import DialogAnswerer
 
-from MonaiDeployerLib import sampledata
-from MonaiDeployerLib.selftest import held_out_node
+from MonaiDeployerLib.testing import sampledata
+from MonaiDeployerLib.testing.selftest import held_out_node
 
 from .conftest import SAMPLE_BUNDLE, SAMPLE_MODEL
 from .test_panel_binds import card_text

@@ -10,8 +10,8 @@ import vtk
 from PySide6 import QtCore
 from slicer_harness.events import Heartbeat, perform, wait_until
 
-from MonaiDeployerLib import sampledata
-from MonaiDeployerLib.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
+from MonaiDeployerLib.testing import sampledata
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
 
 from .conftest import SAMPLE_MODEL
 from .test_panel_binds import card_text, type_into

@@ -1,0 +1,173 @@
+"""TorchScript mode: ``torch.jit.load`` plus the sidecar's pre/post-processing, with MONAI transforms.
+
+The volume is reoriented and resampled as the sidecar asks, scaled, run whole or by sliding
+window, and the class probabilities are resampled back onto the input's own grid before argmax,
+so the labelmap lies voxel for voxel on the input whatever the model's working grid.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from ...errors import PackageError
+from . import (
+    Segmented,
+    argmax_over_channels,
+    check_input_channels,
+    one_line_cause,
+    resolve_device,
+    sliding_window_count,
+)
+
+MODELS_KEPT = 3
+RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+class TorchScriptBackend:
+
+    def __init__(self):
+        self._models = OrderedDict()
+
+    def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
+        import torch
+
+        settings = package.settings
+        timings = {}
+        device = resolve_device(device)
+        check_input_channels("the model", settings["input"]["channels"], [], volume)
+
+        report("load_model", None)
+        started = time.perf_counter()
+        model, cached = self._model(package.path, device)
+        if not cached:
+            timings["load_model"] = time.perf_counter() - started
+
+        report("preprocess", None)
+        started = time.perf_counter()
+        image = _preprocess(volume, settings["input"])
+        timings["preprocess"] = time.perf_counter() - started
+
+        report("inference", 0.0)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            logits = _infer(model, image.as_tensor()[None].to(device), settings["inference"], report)
+        if logits.shape[2:] != image.shape[1:]:
+            raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
+                               f"{tuple(image.shape[1:])}; a segmentation model must keep the shape")
+        timings["inference"] = time.perf_counter() - started
+
+        report("postprocess", None)
+        started = time.perf_counter()
+        labelmap = _postprocess(logits[0].float().cpu(), image, volume, settings["output"])
+        timings["postprocess"] = time.perf_counter() - started
+        labels = package.labels or _default_labels(logits.shape[1])
+        return Segmented(labelmap, labels, dict(package.colors), timings, cached)
+
+    def _model(self, path: str, device):
+        """A loaded model, reused while the file is unchanged (same size and modification time)."""
+        import torch
+
+        status = os.stat(path)
+        key = (path, status.st_mtime_ns, status.st_size, str(device))
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key], True
+        try:
+            model = torch.jit.load(path, map_location=device)
+        except Exception as error:
+            raise PackageError(f"cannot load TorchScript model {path}: {one_line_cause(error)}") from error
+        model.eval()
+        self._models[key] = model
+        while len(self._models) > MODELS_KEPT:
+            self._models.popitem(last=False)
+        return model, False
+
+
+def _preprocess(volume, settings: dict):
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
+
+    array = np.asarray(volume.array, dtype=np.float32)
+    array = np.moveaxis(array, -1, 0) if array.ndim == 4 else array[None]  # channel first
+    array = torch.from_numpy(np.ascontiguousarray(array))
+    image = MetaTensor(array, affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
+    if settings["orientation"]:
+        image = Orientation(axcodes=settings["orientation"].upper(), labels=RAS_AXIS_LABELS)(image)
+    if settings["spacing"]:
+        image = Spacing(pixdim=settings["spacing"], mode="bilinear", padding_mode="border")(image)
+    if settings["intensity"]:
+        image = ScaleIntensityRange(**settings["intensity"])(image)
+    return image
+
+
+def _infer(model, batch, settings: dict, report):
+    """One forward pass over the whole volume, or MONAI's sliding window when the sidecar sets a window."""
+    from monai.inferers import sliding_window_inference
+
+    roi_size = settings["roi_size"]
+    try:
+        if not roi_size:
+            logits = model(batch)
+        else:
+            windows = sliding_window_count(batch.shape[2:], roi_size, settings["overlap"])
+            batches = max(1, math.ceil(windows / settings["sw_batch_size"]))
+            done = [0]
+
+            def predictor(patches):
+                output = model(patches)
+                done[0] += 1
+                report("inference", min(1.0, done[0] / batches))
+                return output
+
+            logits = sliding_window_inference(
+                batch, roi_size, settings["sw_batch_size"], predictor,
+                overlap=settings["overlap"], mode=settings["mode"],
+            )
+    except RuntimeError as error:
+        raise PackageError(_explain_forward_failure(error)) from error
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if logits.ndim != 5:
+        raise PackageError(f"the model returned a {logits.ndim}D tensor; a 3D segmentation model returns "
+                           "batch, channel, I, J, K")
+    return logits
+
+
+def _explain_forward_failure(error: RuntimeError) -> str:
+    message = str(error)
+    channels = re.search(r"to have (\d+) channels, but got (\d+) channels", message)
+    if channels:
+        return f"the model takes {channels.group(1)} input channels; the input has {channels.group(2)}"
+    return f"the model failed on this input: {one_line_cause(error)}"
+
+
+def _postprocess(logits, image, volume, settings: dict) -> np.ndarray:
+    """Activation, back onto the input grid (probabilities, linearly), then argmax or threshold."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    activation = settings["activation"]
+    if activation == "softmax":
+        logits = torch.softmax(logits, dim=0)
+    elif activation == "sigmoid":
+        logits = torch.sigmoid(logits)
+    original_affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
+    if tuple(logits.shape[1:]) != volume.shape or not torch.allclose(image.affine, original_affine, atol=1e-6):
+        resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
+        logits = resample(MetaTensor(logits, affine=image.affine), dst_affine=original_affine,
+                          spatial_size=volume.shape).as_tensor()
+    if logits.shape[0] == 1:
+        return (logits[0] > settings["threshold"]).numpy().astype(np.uint8)
+    return argmax_over_channels(logits).numpy()
+
+
+def _default_labels(channels: int) -> dict:
+    return {value: f"label_{value}" for value in range(1, max(channels, 2))}

@@ -1,0 +1,1 @@
+"""What Slicer's panel decides and shows without Qt: the checks before a run, the info card, background work."""

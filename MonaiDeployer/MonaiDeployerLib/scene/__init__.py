@@ -1,0 +1,1 @@
+"""Slicer's MRML scene: volume nodes in, labelmap and segmentation nodes out (no Qt)."""
