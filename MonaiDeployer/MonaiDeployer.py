@@ -1,7 +1,8 @@
 """MONAI Deployer: run a packaged MONAI model on a volume node, get a labelmap or segmentation back.
 
-Slicer glue only. The work happens in MonaiDeployerLib, which is imported inside the methods that
-use it: Slicer imports every module file at start-up, and the library pulls in numpy.
+Slicer glue only. The work happens in MonaiDeployerLib, imported inside the methods that use it:
+Slicer imports every module file at start-up. Only its choices (``MonaiDeployerLib.choices``, no
+numpy) are imported here.
 """
 
 import logging
@@ -32,13 +33,15 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# "auto" lets the package decide; the rest are MonaiDeployerLib.packages.MODES (a test keeps them equal).
-MODE_CHOICES = ("auto", "torchscript", "bundle", "deploy", "map")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-OUTPUT_KIND_CHOICES = ("labelmap", "segmentation")
-APP_LAUNCH_CHOICES = ("warm", "cold")
-APP_INPUT_FORMAT_CHOICES = ("auto", "nifti", "dicom")
-CONTAINER_RUNTIME_CHOICES = ("auto", "podman", "docker")
+from MonaiDeployerLib.choices import (
+    APP_INPUT_FORMAT_CHOICES,
+    CONTAINER_RUNTIME_CHOICES,
+    DEVICES,
+    LAUNCHES,
+    MODE_CHOICES,
+    OUTPUT_KINDS,
+)
+
 MAX_RUN_TIMEOUT_S = 86400  # the .ui's spin box maximum: a day
 POLL_INTERVAL_MS = 100
 PACKAGE_INFO_DELAY_MS = 400  # let the user finish typing a path before the package is opened
@@ -102,12 +105,12 @@ class MonaiDeployerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode | None  # None: the wrapper's default
     packagePath: str = ""
     mode: Annotated[str, Choice(list(MODE_CHOICES))] = "auto"
-    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
     workerPython: str = ""
-    outputKind: Annotated[str, Choice(list(OUTPUT_KIND_CHOICES))] = "labelmap"
+    outputKind: Annotated[str, Choice(list(OUTPUT_KINDS))] = "labelmap"
     outputNode: vtkMRMLLabelMapVolumeNode | vtkMRMLSegmentationNode | None
     appModelPath: str = ""
-    appLaunch: Annotated[str, Choice(list(APP_LAUNCH_CHOICES))] = "warm"
+    appLaunch: Annotated[str, Choice(list(LAUNCHES))] = "warm"
     appInputFormat: Annotated[str, Choice(list(APP_INPUT_FORMAT_CHOICES))] = "auto"
     containerRuntime: Annotated[str, Choice(list(CONTAINER_RUNTIME_CHOICES))] = "auto"
     madeEnvironment: bool = False
@@ -145,9 +148,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MonaiDeployerLogic()
+        from MonaiDeployerLib.logs import LogLines, attach
         from MonaiDeployerLib.panel.background import PanelBackground
 
         self._background = PanelBackground()
+        self._libraryLog = attach(LogLines(), logging.INFO)  # shown in the log by _showLibraryLog
 
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -185,6 +190,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.closeRunner()  # first: a card or warm-up waiting on the worker then ends at once
         self._background.shutdown()
         self.removeObservers()
+        from MonaiDeployerLib.logs import detach
+
+        detach(self._libraryLog)
 
     def enter(self) -> None:
         """Called each time the user opens this module: bind the panel and warm the worker up meanwhile."""
@@ -335,7 +343,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _preferSegmentationForOverlaps(self, package) -> None:
         """A labelmap holds one label per voxel: for a model whose segments overlap, make a segmentation instead."""
         p = self._parameterNode
-        if package.settings.get("outputs_overlap") and p.outputNode is None and p.outputKind == "labelmap":
+        if package.outputs_overlap and p.outputNode is None and p.outputKind == "labelmap":
             p.outputKind = "segmentation"
             self._appendLog(_("{package}'s segments can overlap: the output will be a segmentation, "
                               "one segment per channel.").format(package=package.name))
@@ -445,6 +453,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()  # the next poll reports the outcome
 
     def _onTimer(self) -> None:
+        self._showLibraryLog()
         finished = self._background.finished_card()
         if finished is not None:
             self._showCard(*finished)
@@ -492,7 +501,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job.error is None:
             self.ui.progressBar.value = 100
             showResult(job.input_node, job.output_node)
-            for note in job.result.notes:
+            for note in job.run_result.notes:
                 self._appendLog(note)
             self.lastRunTimings = dict(job.timings)
             for stage, seconds in job.timings.items():
@@ -519,7 +528,13 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._appendLog(text)
 
     def _appendLog(self, line: str) -> None:
+        self._showLibraryLog()
         self.ui.logTextEdit.appendPlainText(line)
+
+    def _showLibraryLog(self) -> None:
+        """What the library logged (from any thread) since the last time, in order."""
+        for line in self._libraryLog.drain():
+            self.ui.logTextEdit.appendPlainText(line)
 
 
 class PanelQuestions:
@@ -568,7 +583,7 @@ def showResult(inputVolume, outputNode) -> None:
 
 def isTorch(requirement: str) -> bool:
     """True for "torch" or a torch requirement such as "torch>=2.4" (installed by the PyTorch extension)."""
-    from MonaiDeployerLib.packages.info import normalise_name
+    from MonaiDeployerLib.environment.requirements import normalise_name
 
     return normalise_name(re.split(r"[<>=!~\s]", requirement)[0]) == "torch"
 
@@ -621,7 +636,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         """torch through the PyTorch extension's PyTorchUtils; the rest with pip, constrained to keep every package
         Slicer ships at its installed version. Raises when either fails."""
         from MonaiDeployerLib.environment.made import shipped_constraints
-        from MonaiDeployerLib.inference.worker import installed_packages
+        from MonaiDeployerLib.environment.requirements import installed_packages
 
         if any(map(isTorch, requirements)):
             try:
@@ -726,7 +741,7 @@ class MonaiDeployerTest(ScriptedLoadableModuleTest):
         parameters.outputNode = None
         parameters.outputKind = "segmentation"
         widget.updatePackageInfo()
-        self._waitFor(lambda: "torchscript" in widget.ui.packageInfoBrowser.toPlainText(), "the info card")
+        self._waitFor(lambda: "Phantom organ and lesion" in widget.ui.packageInfoBrowser.toPlainText(), "the info card")
         self.assertTrue(widget.ui.applyButton.enabled)
 
         widget.ui.applyButton.click()

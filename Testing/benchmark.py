@@ -80,10 +80,10 @@ def raw_floor(model_path: str, volume: Volume, package, repeats: int) -> dict:
     # A second instance for the windows: TorchScript specialises each instance on the shapes it saw first,
     # and the worker too keeps one instance per package.
     window_model = torch.jit.load(model_path, map_location="cpu").eval()
-    scale = package.settings["input"]["intensity"]
+    scale = package.settings.input.intensity
     array = (volume.array.clip(scale["a_min"], scale["a_max"]) - scale["a_min"]) / (scale["a_max"] - scale["a_min"])
     batch = torch.from_numpy(array.astype("float32"))[None, None]
-    window = package.settings["inference"]
+    window = package.settings.inference
 
     def forward():
         with torch.inference_mode():
@@ -91,8 +91,8 @@ def raw_floor(model_path: str, volume: Volume, package, repeats: int) -> dict:
 
     def sliding():
         with torch.inference_mode():
-            sliding_window_inference(batch, window["roi_size"], window["sw_batch_size"], window_model,
-                                     overlap=window["overlap"], mode=window["mode"])
+            sliding_window_inference(batch, window.roi_size, window.sw_batch_size, window_model,
+                                     overlap=window.overlap, mode=window.mode)
 
     return {"load": load, "forward": median_seconds(forward, repeats), "sliding": median_seconds(sliding, repeats)}
 
@@ -181,7 +181,7 @@ def main() -> int:
         with_sidecar = open_package(SAMPLE_MODEL)
         whole_model = folder / "PhantomUNet-whole.ts"
         shutil.copy(SAMPLE_MODEL, whole_model)
-        intensity = with_sidecar.settings["input"]["intensity"]  # the floor's input, one forward pass, no resampling
+        intensity = with_sidecar.settings.input.intensity  # the floor's input, one forward pass, no resampling
         whole_model.with_suffix(".json").write_text(json.dumps({"input": {"intensity": intensity}}))
         whole = open_package(str(whole_model))
         source = write_volume(folder / "input.nii.gz", volume)

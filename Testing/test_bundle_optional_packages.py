@@ -24,7 +24,7 @@ from conftest import REPO_ROOT
 from make_zoo_bundle import COPIED_ZOO, make_zoo_bundle, zoo_configs
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package
-from MonaiDeployerLib.packages.info import package_facts
+from MonaiDeployerLib.packages import package_facts
 from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import SAMPLE_BUNDLE
 
@@ -115,7 +115,7 @@ def test_a_bundle_requires_what_its_config_needs_and_says_which_transform(tmp_pa
     package = open_package(str(path))
     assert package.requirements["scikit-image"] == ""
     assert {"itk", "pandas", "nibabel", "pytorch-ignite", "monai"} <= set(package.requirements)
-    assert package.settings["needed_by"] == {"scikit-image": ["KeepLargestConnectedComponentd"]}
+    assert package.settings.needed_by == {"scikit-image": ["KeepLargestConnectedComponentd"]}
     facts = dict(package_facts(package, trusted=False))
     assert facts["config needs"] == ("scikit-image (KeepLargestConnectedComponentd), which its metadata does not list "
                                      "(MONAI imports it only when that runs)")

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from MonaiDeployerLib import PackageError, open_package
+from MonaiDeployerLib.packages.bundle import BundleSettings
 
 MODEL_ZOO = REPO_ROOT.parent / "shared" / "model-zoo"
 needs_model_zoo = pytest.mark.skipif(not MODEL_ZOO.is_dir(), reason="../shared/model-zoo is not beside the repository")
@@ -51,10 +52,11 @@ def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, lab
     assert package.requirements["monai"] == f">={metadata['monai_version']}"
     assert package.requirements["torch"] == f">={metadata['pytorch_version']}"
     assert "nibabel" in package.requirements and "pytorch-ignite" in package.requirements
-    assert package.settings == {"form": "folder", "inference_config": config, "channels": len(inputs),
-                                "channel_names": inputs, "outputs_overlap": name == "brats_mri_segmentation",
-                                "made_with": {"monai": metadata["monai_version"], "torch": metadata["pytorch_version"],
-                                              "numpy": metadata["numpy_version"]}}
+    assert package.settings == BundleSettings(
+        form="folder", inference_config=config, channels=len(inputs), channel_names=inputs,
+        outputs_overlap=name == "brats_mri_segmentation",
+        made_with={"monai": metadata["monai_version"], "torch": metadata["pytorch_version"],
+                   "numpy": metadata["numpy_version"]})
     assert len(package.content_hash) == 64
 
 
@@ -70,11 +72,11 @@ def test_the_three_bundle_forms_describe_the_same_bundle(tmp_path):
         "metadata.json": (configs / "metadata.json").read_text(),
         "inference.json": (configs / "inference.json").read_text()})
     described = [open_package(str(path)) for path in (folder, archive, exported)]
-    assert [package.settings["form"] for package in described] == ["folder", "zip", "torchscript"]
+    assert [package.settings.form for package in described] == ["folder", "zip", "torchscript"]
     assert {(package.mode, package.name, package.version) for package in described} == {
         ("bundle", "Spleen CT segmentation", described[0].version)}
     assert all(package.labels == {1: "spleen"} for package in described)
-    assert all(package.settings["inference_config"] == "inference.json" for package in described)
+    assert all(package.settings.inference_config == "inference.json" for package in described)
 
 
 @pytest.mark.parametrize(("entries", "cause"), [

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +22,10 @@ MODULE_FILE = MODULE_DIR / "MonaiDeployer.py"
 ICON = MODULE_DIR / "Resources" / "Icons" / "MonaiDeployer.png"
 RAW_URL_PREFIX = "https://raw.githubusercontent.com/monai-deployer/SlicerMonaiDeployer/main/"
 
-# Modules MonaiDeployer.py may import at its top level: Slicer's own and light standard-library ones.
+# Modules MonaiDeployer.py may import at its top level: Slicer's own and light standard-library ones, and the
+# library's choices (light: see test_the_library_and_its_choices_import_without_numpy).
 TOP_LEVEL_IMPORTS_ALLOWED = {"ctk", "qt", "slicer", "vtk", "html", "logging", "os", "re", "shutil", "sys", "time",
-                             "typing"}
+                             "typing", "MonaiDeployerLib.choices"}
 EXTENSION_FIELDS = ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS")
 # Properties of Slicer's slicer-extension-catalog-entry-schema-v1.0.2.json ("additionalProperties": false).
 INDEX_SCHEMA_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
@@ -174,10 +178,21 @@ def imports_run_at_import_time(tree: ast.Module) -> set:
 
 
 def test_module_file_imports_nothing_heavy_at_top_level():
-    """Only Slicer's modules and light standard-library ones; MonaiDeployerLib pulls numpy, so not it either."""
+    """Only Slicer's modules, light standard-library ones and the library's choices (the rest of it pulls numpy)."""
     imported = imports_run_at_import_time(module_tree())
-    assert {"slicer", "qt"} <= imported, imported
-    assert sorted(name for name in imported if name.split(".")[0] not in TOP_LEVEL_IMPORTS_ALLOWED) == []
+    assert {"slicer", "qt", "MonaiDeployerLib.choices"} <= imported, imported
+    allowed = [name for name in imported if name in TOP_LEVEL_IMPORTS_ALLOWED or name.split(".")[0] in
+               TOP_LEVEL_IMPORTS_ALLOWED - {"MonaiDeployerLib.choices"}]
+    assert sorted(set(imported) - set(allowed)) == []
+
+
+def test_the_library_and_its_choices_import_without_numpy():
+    """Slicer imports MonaiDeployer.py at start-up, and with it MonaiDeployerLib.choices: no numpy, torch or MONAI."""
+    code = ("import sys, MonaiDeployerLib, MonaiDeployerLib.choices; "
+            "print(sorted(name for name in ('numpy', 'torch', 'monai', 'yaml') if name in sys.modules))")
+    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(MODULE_DIR)})
+    assert finished.stdout.strip() == "[]", finished.stdout + finished.stderr
 
 
 def _translated_calls(tree: ast.Module) -> list:
@@ -228,22 +243,16 @@ def test_module_metadata_and_messages_are_translatable():
                 ast.unparse(node)
 
 
-def _module_constant(name: str):
-    for node in module_tree().body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f"{name} is not a module-level constant of MonaiDeployer.py")
+def test_the_panel_takes_its_choices_from_the_library():
+    """One list each: the panel's parameter node names the library's choices, and copies none of them."""
+    from MonaiDeployerLib.choices import MODE_CHOICES
+    from MonaiDeployerLib.packages import MODES
 
-
-def test_choices_match_the_library():
-    """The panel lists its choices without importing the library at start-up; they must still agree."""
-    from MonaiDeployerLib.environment.containers import RUNTIMES
-    from MonaiDeployerLib.packages.deployapp_files import INPUT_FORMATS
-    from MonaiDeployerLib.packages.info import LAUNCHES, MODES
-    from MonaiDeployerLib.scene.noderun import OUTPUT_KINDS
-
-    assert _module_constant("MODE_CHOICES") == ("auto", *MODES)
-    assert _module_constant("OUTPUT_KIND_CHOICES") == tuple(OUTPUT_KINDS)
-    assert _module_constant("APP_LAUNCH_CHOICES") == LAUNCHES
-    assert _module_constant("CONTAINER_RUNTIME_CHOICES") == ("auto", *RUNTIMES)
-    assert _module_constant("APP_INPUT_FORMAT_CHOICES") == ("auto", *INPUT_FORMATS)
+    assert ("auto", *MODES) == MODE_CHOICES
+    copied = [node.targets[0].id for node in module_tree().body if isinstance(node, ast.Assign)
+              and isinstance(node.targets[0], ast.Name) and node.targets[0].id.endswith("_CHOICES")]
+    assert copied == []
+    names = {alias.name for node in module_tree().body if isinstance(node, ast.ImportFrom)
+             and node.module == "MonaiDeployerLib.choices" for alias in node.names}
+    assert {"MODE_CHOICES", "DEVICES", "OUTPUT_KINDS", "LAUNCHES", "APP_INPUT_FORMAT_CHOICES",
+            "CONTAINER_RUNTIME_CHOICES"} <= names

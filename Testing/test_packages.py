@@ -9,7 +9,8 @@ import zipfile
 import pytest
 
 from MonaiDeployerLib import PackageError, open_package
-from MonaiDeployerLib.packages.info import check_requirements, detect_mode
+from MonaiDeployerLib.environment.requirements import check_requirements
+from MonaiDeployerLib.packages import detect_mode
 
 
 def test_sample_model_is_described_by_its_sidecar(sample_model):
@@ -18,8 +19,8 @@ def test_sample_model_is_described_by_its_sidecar(sample_model):
     assert package.name == "Phantom organ and lesion (tiny UNet)"
     assert package.labels == {1: "organ", 2: "lesion"}
     assert set(package.colors) == {1, 2}
-    assert package.settings["input"]["spacing"] == [1.5, 1.5, 1.5]
-    assert package.settings["inference"]["roi_size"] == [64, 64, 64]
+    assert package.settings.input.spacing == [1.5, 1.5, 1.5]
+    assert package.settings.inference.roi_size == [64, 64, 64]
     assert package.requirements["torch"].startswith(">=")
 
 
@@ -28,9 +29,10 @@ def test_without_sidecar_the_documented_defaults_apply(tiny_models):
     assert package.name == "identity"
     assert package.labels == {}
     assert package.sidecar == ""
-    assert package.settings["input"] == {"channels": None, "orientation": None, "spacing": None, "intensity": None}
-    assert package.settings["inference"]["roi_size"] is None
-    assert package.settings["output"] == {"activation": "none", "threshold": 0.5}
+    assert package.settings.input.to_dict() == {"channels": None, "orientation": None, "spacing": None,
+                                                "intensity": None}
+    assert package.settings.inference.roi_size is None
+    assert package.settings.output.to_dict() == {"activation": "none", "threshold": 0.5}
 
 
 def test_modes_are_detected_from_what_is_on_disk(tmp_path, tiny_models):

@@ -39,7 +39,7 @@ def own_bundle(tmp_path) -> Path:
 @pytest.mark.parametrize("form", ["folder", "zip", "torchscript"])
 def test_the_phantom_bundle_segments_held_out_volumes_in_each_form(runner, bundle_forms, held_out, form):
     package = open_package(bundle_forms[form])
-    assert (package.mode, package.settings["form"], package.labels) == ("bundle", form, LABELS)
+    assert (package.mode, package.settings.form, package.labels) == ("bundle", form, LABELS)
     assert_held_out_segmented(runner, package, held_out, LABELS, form)
 
 

@@ -24,7 +24,7 @@ from MonaiDeployerLib import (
     read_volume,
     write_volume,
 )
-from MonaiDeployerLib.packages.info import package_facts
+from MonaiDeployerLib.packages import package_facts
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, SAMPLE_MODEL, dice_per_label
 
 NIFTI_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"
@@ -43,7 +43,7 @@ def deploy_runner():
 @pytest.mark.parametrize(("app", "input_format"), [(NIFTI_APP, "nifti"), (DICOM_APP, "dicom")], ids=["nifti", "dicom"])
 def test_the_sample_apps_segment_held_out_volumes(deploy_runner, held_out, launch, app, input_format):
     package = open_package(app, model=SAMPLE_MODEL, launch=launch)
-    assert (package.mode, package.settings["input_format"]) == ("deploy", input_format)
+    assert (package.mode, package.settings.input_format) == ("deploy", input_format)
     assert_held_out_segmented(deploy_runner, package, held_out, LABELS, launch)
 
 
@@ -104,7 +104,7 @@ def test_a_dicom_app_gets_the_original_series_when_the_volume_came_from_one(depl
 
 
 def test_the_input_format_can_be_overridden():
-    assert open_package(NIFTI_APP, model=SAMPLE_MODEL, input_format="dicom").settings["input_format"] == "dicom"
+    assert open_package(NIFTI_APP, model=SAMPLE_MODEL, input_format="dicom").settings.input_format == "dicom"
     with pytest.raises(PackageError, match=r"unknown input format 'png' \(use nifti or dicom\)"):
         open_package(NIFTI_APP, model=SAMPLE_MODEL, input_format="png")
 
@@ -149,7 +149,7 @@ def test_a_script_that_is_not_a_deploy_app_runs_cold_and_says_why(deploy_runner,
     (tmp_path / "model.ts").write_bytes(b"unused")
     (tmp_path / "app.py").write_text(SCRIPT_APP)
     package = open_package(tmp_path)
-    assert package.settings["launch"] == "cold"
+    assert package.settings.launch == "cold"
     assert ("launch", "cold: python app.py -i -o -m in a new process each run (app.py defines no MONAI Deploy "
                       "Application class)") in package_facts(package, trusted=True)
     volume = held_out[2][1]

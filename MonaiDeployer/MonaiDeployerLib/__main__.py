@@ -11,17 +11,20 @@ import sys
 import numpy as np
 
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
-from .environment.containers import find_runtime
 from .environment.made import list_environments, make_environment, remove_environment
+from .environment.requirements import normalise_name
 from .imageio.volume import check_output, stack_channels, volume_suffix
-from .packages.info import normalise_name, package_facts
+from .logs import log_to_stderr
+from .packages import package_facts
 from .packages.map_build import package_app
-from .packages.map_image import describe_map, inspect_map
+from .packages.map_image import describe_map
 from .packages.trust import TrustList
 
 
 def main(argv=None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.verbose:
+        log_to_stderr()
     try:
         return arguments.command(arguments)
     except MonaiDeployerError as error:
@@ -34,7 +37,8 @@ def main(argv=None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=_program(), description="Run packaged MONAI models on 3D volumes.")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print the library's log on stderr")
+    commands = _Commands(parser.add_subparsers(required=True, metavar="COMMAND"))
 
     _add_common_options(_package_command(commands, "inspect", "describe a model package and check its requirements",
                                          _inspect))
@@ -62,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_common_options(run)
 
     environments = commands.add_parser("env", help="environments made for packages: make, list, remove")
-    environment_commands = environments.add_subparsers(required=True, metavar="ACTION")
+    environment_commands = _Commands(environments.add_subparsers(required=True, metavar="ACTION"))
     _add_common_options(_package_command(environment_commands, "make", "make (or find) a package's environment",
                                          _make_environment, "MONAI Bundle, MONAI Deploy app or TorchScript file"))
     listing = environment_commands.add_parser("list", help="the made environments with their disk use")
@@ -93,6 +97,19 @@ def _package_command(commands, name: str, summary: str, handler,
     return parser
 
 
+class _Commands:
+    """Subcommands that each take ``--verbose`` too (after the command name, where users put it)."""
+
+    def __init__(self, subparsers):
+        self._subparsers = subparsers
+
+    def add_parser(self, name: str, **options) -> argparse.ArgumentParser:
+        parser = self._subparsers.add_parser(name, **options)
+        parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                            help="print the library's log on stderr")
+        return parser
+
+
 def _program() -> str:
     """The name help shows: how this process was started (``python -m`` runs this file as ``__main__.py``)."""
     return "python -m MonaiDeployerLib" if os.path.basename(sys.argv[0]) == "__main__.py" else "monaideployer"
@@ -111,9 +128,10 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inspect(arguments) -> int:
-    package = open_package(arguments.package, arguments.mode, model=arguments.model, runtime=arguments.runtime)
-    if package.mode == "map":
-        return _inspect_map(arguments, package)
+    package = open_package(arguments.package, arguments.mode, model=arguments.model, runtime=arguments.runtime,
+                           entry_point=arguments.entry_point)
+    if package.kind.own_environment:  # described from its image, not against the worker
+        return _inspect_image(arguments, package)
     with Runner(python=arguments.python) as runner:
         environment = runner.environment()
         problems = runner.check_requirements(package)
@@ -147,9 +165,9 @@ def _package(arguments) -> int:
     return 0
 
 
-def _inspect_map(arguments, package) -> int:
+def _inspect_image(arguments, package) -> int:
     """A MAP's labels, manifests and resources, and whether its CUDA can run here, before any run."""
-    facts = inspect_map(find_runtime(arguments.runtime), package.path, entry_point=arguments.entry_point)
+    facts = package.kind.inspect(package)
     verdict = facts.verdict()
     if arguments.json:
         print(json.dumps({"reference": facts.reference, "title": facts.title, "version": facts.version,
@@ -160,7 +178,7 @@ def _inspect_map(arguments, package) -> int:
                           "verdict": {"kind": verdict.kind, "text": verdict.text}}, indent=2))
         return 0
     print(f"{facts.title} {facts.version}".rstrip())
-    print("  mode:         map")
+    print(f"  mode:         {package.mode}")
     for heading, text in describe_map(facts, verdict):
         print(f"  {heading + ':':14s}{text}")
     return 0
@@ -170,7 +188,7 @@ def _run(arguments) -> int:
     package = open_package(arguments.package, arguments.mode, model=arguments.model,
                            launch="cold" if arguments.cold else "warm", input_format=arguments.input_format,
                            runtime=arguments.runtime, entry_point=arguments.entry_point)
-    overlapping = package.settings.get("outputs_overlap")
+    overlapping = package.outputs_overlap
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
     python, made = arguments.python, None

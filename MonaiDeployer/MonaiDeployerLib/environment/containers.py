@@ -34,9 +34,13 @@ def find_runtime(choice: str | None = None) -> str:
 
     One that answered is remembered for this process (asking costs a few hundred milliseconds per run).
     """
+    check_runtime_choice(choice)
+    return _answering_runtime(choice, os.environ.get("PATH", ""), os.environ.get("DOCKER_HOST", ""))
+
+
+def check_runtime_choice(choice: str | None) -> None:
     if choice not in (None, *RUNTIMES):
         raise PackageError(f"unknown container runtime {choice!r} (use {' or '.join(RUNTIMES)})")
-    return _answering_runtime(choice, os.environ.get("PATH", ""), os.environ.get("DOCKER_HOST", ""))
 
 
 @functools.cache

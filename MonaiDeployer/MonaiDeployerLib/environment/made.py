@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,8 +25,10 @@ import time
 from dataclasses import dataclass
 
 from ..errors import PackageError
-from ..packages import trust
+from .home import home_folder
+from .requirements import normalise_name
 
+logger = logging.getLogger(__name__)
 MARKER = "monaideployer-environment.json"
 # Packages Slicer's own Python ships and its modules rely on: installing into Slicer never replaces them.
 SLICER_SHIPPED = ("numpy", "scipy", "SimpleITK", "requests", "urllib3", "certifi", "idna", "charset-normalizer",
@@ -67,28 +70,13 @@ class MadeEnvironment:
 
 
 def environments_folder() -> str:
-    return os.path.join(trust.home_folder(), "environments")
+    return os.path.join(home_folder(), "environments")
 
 
 def requirements_for(package) -> list:
-    """What the package's environment installs: its own pins and minimums, as pip requirement strings.
-
-    A bundle gets the MONAI it was made with (``monai_version``) exactly, and the torch and numpy
-    of the same major version as its author's (MONAI 1.3 calls ``ndarray.ptp``, which numpy 2
-    removed, yet does not ask for numpy < 2); its other packages as minimums, and those its inference config's
-    transforms need that its metadata does not list (scikit-image for KeepLargestConnectedComponentd), without
-    a version: ``package.requirements`` holds them all (``packages.open_package``). A Deploy app's
-    ``requirements.txt`` and a sidecar's requirements are taken as written.
-    """
-    requirements = dict(package.requirements)
-    made_with = package.settings.get("made_with") or {}
-    if package.mode == "bundle":
-        for name, version in made_with.items():
-            major = re.match(r"\d+", version)
-            if name == "monai":
-                requirements[name] = f"=={version}"
-            elif major:
-                requirements[name] = f">={version},<{int(major.group()) + 1}"
+    """What the package's environment installs, as pip requirement strings: what its kind asks for
+    (``PackageKind.environment_requirements``; a bundle pins the MONAI it was made with)."""
+    requirements = package.kind.environment_requirements(package)
     return sorted(f"{name}{specifier}" for name, specifier in requirements.items())
 
 
@@ -107,8 +95,6 @@ def make_environment(package, base_python: str | None = None, progress=None) -> 
 
     A failed install raises PackageError with pip's last lines and removes what it made.
     """
-    if package.mode == "map":
-        raise PackageError(f"{package.name} is a MAP: it runs in its own image and needs no made environment")
     environment = environment_for(package, base_python)
     if environment.ready:
         return _read_marker(environment.folder)
@@ -116,6 +102,7 @@ def make_environment(package, base_python: str | None = None, progress=None) -> 
         if environment.ready:
             return _read_marker(environment.folder)
         started = time.perf_counter()
+        logger.info("Making the environment %s: %s", environment.name, " ".join(environment.requirements))
         shutil.rmtree(environment.folder, ignore_errors=True)  # an install that was interrupted
         try:
             _create_virtual_environment(environment, progress)
@@ -175,16 +162,12 @@ def remove_environment(name: str) -> None:
 
 def shipped_constraints(installed: dict, shipped=SLICER_SHIPPED) -> str:
     """A pip constraints file's text that keeps each shipped package at its installed version."""
-    from ..packages.info import normalise_name
-
     kept = {normalise_name(name) for name in shipped}
     return "".join(f"{name}=={version}\n" for name, version in sorted(installed.items()) if name in kept)
 
 
 def needs_restart(requirements: list, imported_modules) -> list:
     """The requirements whose module this process has already imported: a new version takes a restart."""
-    from ..packages.info import normalise_name
-
     loaded = {normalise_name(name.split(".")[0]) for name in imported_modules}
     names = [re.split(r"[<>=!~\s\[]", requirement, maxsplit=1)[0] for requirement in requirements]
     return [name for name in names if normalise_name(name) in loaded]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.metadata
 import os
 import platform
 import queue
@@ -23,27 +22,14 @@ import traceback
 
 import numpy as np
 
+from ..environment.requirements import installed_packages
 from ..errors import MonaiDeployerError, WorkerError
 from ..imageio.volume import Volume
-from ..packages.info import PackageInfo, normalise_name
+from ..packages import PackageInfo
+from ..packages.kind import FRAMEWORKS
 from ..runs import leftovers
 from ..transport import protocol
 from ..transport.client import LIBRARY_PARENT
-from .backends import FRAMEWORKS, create_backend, worker_imports
-
-
-def installed_packages() -> dict:
-    """Every installed distribution's version by normalised name, read without importing anything.
-
-    When a name is installed twice (a venv over another environment's site-packages), the one
-    earlier on ``sys.path`` wins, as it does for ``import``.
-    """
-    found = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found.setdefault(normalise_name(name), dist.version)
-    return found
 
 
 class Worker:
@@ -186,10 +172,11 @@ class Worker:
     def run(self, request: dict) -> dict:
         request_id = request.get("id")
         package = PackageInfo.from_dict(request["package"])
-        backend = self._backends.get(package.mode)
-        if backend is None:
-            backend = self._backends[package.mode] = create_backend(package.mode)
-        timings = self._import(worker_imports(package.mode))
+        kind = package.kind
+        backend = self._backends.get(kind.mode)
+        if backend is None:  # one per kind, kept: loaded models stay loaded
+            backend = self._backends[kind.mode] = kind.create_backend()
+        timings = self._import(kind.worker_imports)
         started = time.perf_counter()
         volume = Volume(np.load(request["input"], allow_pickle=False), np.asarray(request["ijk_to_ras"]))
         timings["read_input"] = time.perf_counter() - started

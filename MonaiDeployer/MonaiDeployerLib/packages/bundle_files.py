@@ -141,7 +141,7 @@ def bundle_requirements(metadata: dict) -> dict:
 def undeclared_needs(path: str, inference: str, requirements: dict) -> dict:
     """The packages the inference config's MONAI transforms and networks import when they run (scikit-image for
     KeepLargestConnectedComponentd...) that ``requirements`` lacks, each with what needs it: {pip name: [names]}."""
-    from .info import normalise_name
+    from ..environment.requirements import normalise_name
 
     declared = {normalise_name(name) for name in requirements}
     needs = optional_packages.config_needs(read_inference_config(path, inference)) if inference else {}

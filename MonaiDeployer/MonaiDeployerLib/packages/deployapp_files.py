@@ -18,7 +18,6 @@ APP_FILES = ("app.py", "__main__.py")
 MODEL_FOLDERS = ("models", "model")
 MODEL_SUFFIXES = (".ts", ".pt", ".pth", ".zip")
 DICOM_MARKERS = ("DICOMDataLoaderOperator", "DICOMSeriesSelectorOperator", "DICOMSeriesToVolumeOperator")
-INPUT_FORMATS = ("nifti", "dicom")
 
 
 def app_file(path: str) -> str:

@@ -16,7 +16,8 @@ import tempfile
 
 from ..environment.containers import find_runtime
 from ..errors import PackageError
-from .info import open_package
+from .deployapp import DeployKind
+from .registry import open_package
 
 APP_ROOT, MODEL_ROOT, WORK_ROOT = "/opt/holoscan/app", "/opt/holoscan/models", "/var/holoscan"
 BUILD_SECONDS = 1800
@@ -25,21 +26,21 @@ BUILD_SECONDS = 1800
 def package_app(app_path: str, base_image: str, tag: str, runtime: str | None = None, model: str | None = None,
                 python: str = "python3") -> str:
     """Build ``tag`` from the Deploy app at ``app_path`` on ``base_image``; ``python`` runs the app in the image."""
-    package = open_package(app_path, mode="deploy", model=model)
+    package = open_package(app_path, mode=DeployKind.mode, model=model)
     runtime_path = find_runtime(runtime)
-    model_name = os.path.basename(os.path.normpath(package.settings["model"]))
-    app_file = os.path.basename(package.settings["app"])
+    model_name = os.path.basename(os.path.normpath(package.settings.model))
+    app_file = os.path.basename(package.settings.app)
     with tempfile.TemporaryDirectory(prefix="monaideployer-package-") as context:
-        _copy(os.path.dirname(package.settings["app"]) if os.path.isdir(app_path) else package.settings["app"],
+        _copy(os.path.dirname(package.settings.app) if os.path.isdir(app_path) else package.settings.app,
               os.path.join(context, "app", "" if os.path.isdir(app_path) else app_file))
-        _copy(package.settings["model"], os.path.join(context, "models", model_name))
+        _copy(package.settings.model, os.path.join(context, "models", model_name))
         environment = {"HOLOSCAN_APPLICATION": APP_ROOT, "HOLOSCAN_INPUT_PATH": f"{WORK_ROOT}/input",
                        "HOLOSCAN_OUTPUT_PATH": f"{WORK_ROOT}/output", "HOLOSCAN_WORKDIR": WORK_ROOT,
                        "HOLOSCAN_MODEL_PATH": f"{MODEL_ROOT}/{model_name}"}
         command = [python, f"{APP_ROOT}/{app_file}"]
         _write_json(os.path.join(context, "app.json"), {
             "apiVersion": "1.0.0", "command": json.dumps(command), "environment": environment,
-            "input": {"path": "input/", "formats": [package.settings["input_format"]]},
+            "input": {"path": "input/", "formats": [package.settings.input_format]},
             "output": {"path": "output/", "formats": None}, "timeout": 0, "version": 1,
             "workingDirectory": WORK_ROOT})
         _write_json(os.path.join(context, "pkg.json"), {

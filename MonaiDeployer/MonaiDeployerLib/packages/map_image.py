@@ -119,8 +119,8 @@ def inspect_map(runtime: str, reference: str, container: str | None = None, scra
 
 def inspect_package(package) -> MapFacts:
     """``inspect_map`` of the image a MAP package names, with the package's runtime and entry-point choice."""
-    return inspect_map(find_runtime(package.settings.get("runtime")), package.path,
-                       entry_point=package.settings.get("entry_point", False))
+    return inspect_map(find_runtime(package.settings.runtime), package.path,
+                       entry_point=package.settings.entry_point)
 
 
 def describe_map(facts: MapFacts, verdict) -> list:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 from ..errors import PackageError
+from .kind import Settings
 
 ACTIVATIONS = ("none", "softmax", "sigmoid")
 BLEND_MODES = ("constant", "gaussian")
@@ -33,12 +35,43 @@ def sidecar_path_for(model_path: str) -> str:
     return os.path.splitext(model_path)[0] + ".json"
 
 
-def default_settings() -> dict:
-    return {
-        "input": {"channels": None, "orientation": None, "spacing": None, "intensity": None},
-        "inference": {"roi_size": None, "sw_batch_size": 1, "overlap": 0.25, "mode": "constant"},
-        "output": {"activation": "none", "threshold": 0.5},
-    }
+@dataclass(frozen=True)
+class TorchScriptInput(Settings):
+    """What the volume becomes before the forward pass."""
+
+    channels: int | None = None  # None: whatever the volume has
+    orientation: str | None = None  # axis codes such as "RAS"
+    spacing: list | None = None  # mm
+    intensity: dict | None = None  # ScaleIntensityRange's a_min, a_max, b_min, b_max (, clip)
+
+
+@dataclass(frozen=True)
+class TorchScriptInference(Settings):
+    """Whole volume in one forward pass, or MONAI's sliding window over ``roi_size``."""
+
+    roi_size: list | None = None
+    sw_batch_size: int = 1
+    overlap: float = 0.25
+    mode: str = "constant"
+
+
+@dataclass(frozen=True)
+class TorchScriptOutput(Settings):
+    activation: str = "none"
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class TorchScriptSettings(Settings):
+    """A TorchScript model's settings: its sidecar's ``input``, ``inference`` and ``output`` sections."""
+
+    input: TorchScriptInput = TorchScriptInput()
+    inference: TorchScriptInference = TorchScriptInference()
+    output: TorchScriptOutput = TorchScriptOutput()
+
+    @property
+    def channels(self) -> int | None:
+        return self.input.channels
 
 
 def read_sidecar(path: str) -> dict:
@@ -57,7 +90,7 @@ def parse_sidecar(document: dict, where: str = "sidecar") -> dict:
     if not isinstance(document, dict):
         raise PackageError(f"{where}: the top level must be a JSON object")
     _check_keys(document, SCHEMA, where)
-    settings = default_settings()
+    settings = TorchScriptSettings().to_dict()  # the defaults, as sections to update
     for section in ("input", "inference", "output"):
         settings[section].update({k: v for k, v in document.get(section, {}).items()})
     _check_values(settings, where)
@@ -69,7 +102,7 @@ def parse_sidecar(document: dict, where: str = "sidecar") -> dict:
         "name": document.get("name", ""),
         "version": document.get("version", ""),
         "description": document.get("description", ""),
-        "settings": settings,
+        "settings": TorchScriptSettings.from_dict(settings),
         "labels": labels,
         "colors": colors,
         "requirements": dict(requirements),

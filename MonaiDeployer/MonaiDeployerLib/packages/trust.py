@@ -1,4 +1,4 @@
-"""Which packages the user trusts to run, keyed by their content, and where MonaiDeployer keeps its files.
+"""Which packages the user trusts to run, keyed by their content.
 
 A MONAI Bundle's configs and a MONAI Deploy app are Python: running one runs whatever its author
 wrote. A package is trusted once, by its content hash; changing any file makes it a new package.
@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 
+from ..environment.home import home_folder
 from ..errors import PackageError
 
 HASH_CHUNK = 1 << 20
@@ -20,15 +21,6 @@ UNTRUSTED_EXPLANATION = (
     "or answer yes when Slicer's panel asks"
 )
 _hash_memo = {}
-
-
-def home_folder() -> str:
-    """MonaiDeployer's own folder (trust list, unpacked bundles): ``$MONAIDEPLOYER_HOME`` or the user cache."""
-    configured = os.environ.get("MONAIDEPLOYER_HOME")
-    if configured:
-        return configured
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "MonaiDeployer")
 
 
 def content_hash(path: str) -> str:

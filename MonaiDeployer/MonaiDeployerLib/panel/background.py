@@ -72,7 +72,8 @@ class PanelBackground:
             self._warmup_call.poll()
             if self._warmup_call.done:
                 if self._warmup_call.error is None:
-                    logger.info("Worker warmed up: %s", self._warmup_call.answer.get("timings"))
+                    seconds = self._warmup_call.result.get("timings", {}).get("import", 0.0)
+                    logger.info("Worker warmed up: torch and MONAI imported in %.1f s", seconds)
                 else:
                     logger.info("Warming the worker up failed: %s", self._warmup_call.error)
                 self._warmup_call = None

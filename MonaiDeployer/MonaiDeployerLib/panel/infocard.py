@@ -11,8 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..environment.requirements import normalise_name
 from ..errors import MonaiDeployerError, NotAMapError
-from ..packages.info import PackageInfo, normalise_name, package_facts
+from ..packages import PackageInfo, package_facts
 from .preflight import Choice
 
 
@@ -56,8 +57,8 @@ def describe(choice: Choice, runner, is_trusted: Callable[[PackageInfo], bool]) 
                     f"{type(error).__name__}: {error}")
     card = Card(choice, package)
     try:
-        if package.mode == "map":
-            _describe_map(card)
+        if package.kind.own_environment:  # described from its image, not against the worker
+            _describe_image(card)
         else:
             card.trusted = is_trusted(package)
             card.environment = runner.environment()
@@ -69,12 +70,12 @@ def describe(choice: Choice, runner, is_trusted: Callable[[PackageInfo], bool]) 
     return card
 
 
-def _describe_map(card: Card) -> None:
+def _describe_image(card: Card) -> None:
     """A MAP's manifests, resources and CUDA verdict, read from the image before any run."""
-    from ..packages.map_image import describe_map, inspect_package
+    from ..packages.map_image import describe_map
 
     try:
-        facts = inspect_package(card.package)
+        facts = card.package.kind.inspect(card.package)
     except NotAMapError as error:
         card.not_a_map = str(error)
         return

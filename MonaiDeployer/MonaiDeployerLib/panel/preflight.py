@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..environment.requirements import missing_packages
 from ..errors import MonaiDeployerError, NotAMapError
-from ..inference.backends import worker_imports
-from ..packages.info import PackageInfo, missing_requirements, normalise_name, open_package
+from ..packages import PackageInfo, open_package
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,6 @@ class Ready:
     python: str
 
 
-def missing_packages(needed: Sequence[str], requirements: dict, installed: dict) -> list:
-    """What the worker environment lacks: names in ``needed``, then the package's requirements as pip specs."""
-    missing = [name for name in needed if normalise_name(name) not in installed]
-    wanted = {name: specifier for name, specifier in requirements.items() if name not in missing}
-    return missing + [f"{name}{wanted[name]}" for name in wanted
-                      if missing_requirements({name: wanted[name]}, installed)]
-
-
 def same_python(python: str, default: str) -> bool:
     """True when ``python`` (empty: the default) is the default interpreter."""
     python = python.strip()
@@ -113,14 +105,13 @@ class Preflight:
         """Open the package, ask what must be asked, make and fill the environment; raises NotStarted."""
         tr = self._tr
         package = choice.open()
-        if package.mode == "map":
-            package = self._map_or_entry_point(choice, package, questions)
+        package = self._inspected(choice, package, questions)
         if not self.is_trusted(package):
             if not questions.trust(package):
                 raise NotStarted(tr("Not started: the package is not trusted."))
             self._trust_list.trust(package)
         python = choice.worker_python.strip()
-        if choice.made_environment and package.mode != "map":
+        if choice.made_environment and not package.kind.own_environment:
             made = self._make_environment(package, python or self._default_python, self._log)
             if made.made_now:
                 self._log(tr("Made the environment {name} in {seconds:.0f} s.").format(
@@ -133,12 +124,12 @@ class Preflight:
         """True for packages that run no code of their own, and for those the user has trusted."""
         return not package.content_hash or self._trust_list.is_trusted(package)
 
-    def _map_or_entry_point(self, choice: Choice, package: PackageInfo, questions: Questions) -> PackageInfo:
-        from ..packages.map_image import inspect_package
-
+    def _inspected(self, choice: Choice, package: PackageInfo, questions: Questions) -> PackageInfo:
+        """The package once what its kind reads before a run (a MAP's image) has been read; an image that is not a
+        MAP runs through its own entry point if the user agrees."""
         try:
             with self._busy():
-                inspect_package(package)
+                package.kind.inspect(package)
             return package
         except NotAMapError as error:
             if questions.run_entry_point(str(error)):
@@ -150,7 +141,7 @@ class Preflight:
         tr = self._tr
         with self._busy():
             installed = self._runner_for(python, device).environment()["packages"]
-        missing = missing_packages(worker_imports(package.mode), package.requirements, installed)
+        missing = missing_packages(package.kind.worker_imports, package.requirements, installed)
         if missing:
             self._install_missing(missing, python, questions)
         with self._busy():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -23,11 +24,14 @@ import sys
 import tempfile
 import time
 
+from ..environment.containers import RUNTIMES, remove_containers_of
+
+logger = logging.getLogger(__name__)
+
 PREFIX = "monaideployer-"
 OWNER_FILE = "owner.json"
 PARTIAL_OUTPUTS = "partial-outputs"  # a file per output being written, holding its partial file's path
 PARTIAL_PREFIX = ".partial-"  # how volume.write_volume names a file it has not finished
-RUNTIMES = ("podman", "docker")
 CLEANER_WAIT_SECONDS = 60
 
 
@@ -113,6 +117,7 @@ def remove_stale_folders(parent: str | None = None) -> list:
         if owner is None or owner_alive(owner):
             continue
         remove_run_traces(folder, owner["runtimes"])
+        logger.info("Removed what a run of process %s (no longer running) left: %s", owner.get("pid"), folder)
         removed.append(folder)
     return removed
 
@@ -120,8 +125,6 @@ def remove_stale_folders(parent: str | None = None) -> list:
 def remove_run_traces(folder: str, runtimes: list) -> None:
     """Every container named after ``folder`` in each runtime ("podman", "docker"), then the folder."""
     if runtimes:
-        from ..environment.containers import remove_containers_of
-
         for name in runtimes:
             path = shutil.which(name)
             if path is not None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -16,15 +17,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..environment.containers import find_runtime, remove_containers_of
+from ..environment.requirements import check_requirements, missing_requirements, normalise_name
 from ..errors import InputError, PackageError, WorkerError
 from ..imageio.dicom import DICOM_SOURCE_FOLDER
 from ..imageio.volume import Volume, check_volume
-from ..inference.backends import FRAMEWORKS
-from ..packages.info import PackageInfo, check_requirements, missing_requirements, normalise_name, open_package
+from ..packages import PackageInfo, open_package
+from ..packages.kind import FRAMEWORKS
 from ..packages.trust import TrustList
 from ..transport.client import WorkerClient
+from ..transport.job import Job
 from . import leftovers
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Runner:
         self._jobs_folder = None
         self._owner_told = None  # the worker process that knows this runner's private folder
         self._warm_pid = None  # the worker process asked to import torch and MONAI
-        self._warmup_call = None
+        self._warmup = None
         self._closed = False
 
     @property
@@ -84,7 +88,7 @@ class Runner:
         self._closed = True
         if self._job is not None and not self._job.done:
             self._job.cancel()
-        elif self._job is None and self._warmup_call is not None and not self._warmup_call.done:
+        elif self._job is None and self._warmup is not None and not self._warmup.done:
             self.client.kill()  # it would read the request to stop only once torch and MONAI are imported
         self.client.close()
         if self._jobs_folder is not None:  # with the containers a killed worker could not stop
@@ -107,30 +111,32 @@ class Runner:
         return self.client.call("warmup").wait(timeout)
 
     def begin_warmup(self):
-        """Start the worker and, when its Python has torch and MONAI, begin importing them there; returns that call
+        """Start the worker and, when its Python has torch and MONAI, begin importing them there; returns that job
         to poll, or None when there is nothing to import. Blocks only until the worker has started.
 
-        Poll the call alone, and stop polling it once a run is submitted: calls share the worker's messages.
+        Poll the job alone, and stop polling it once a run is submitted: jobs share the worker's messages.
         """
         installed = self.environment()["packages"]
         if any(normalise_name(name) not in installed for name in FRAMEWORKS):
             return None
         self._warm_pid = self.client.pid
-        self._warmup_call = self.client.call("warmup")
-        return self._warmup_call
+        self._warmup = self.client.call("warmup")
+        return self._warmup
 
     @property
     def warmed(self) -> bool:
         """The running worker has been asked to import torch and MONAI by ``begin_warmup``."""
         return self.client.alive and self._warm_pid == self.client.pid
 
-    def submit(self, package, volume: Volume, trust: bool = False, dicom_files: list | None = None) -> Job:
-        """Start a run and return at once; poll the ``Job`` (as Slicer's panel does) or ``wait`` for it.
+    def submit(self, package, volume: Volume, trust: bool = False, dicom_files: list | None = None,
+               job: Job | None = None) -> Job:
+        """Start a run and return its ``Job`` at once: poll it (as Slicer's panel does) or ``wait`` for its ``Result``.
 
         Bundles and Deploy apps run code: one the user has not trusted before is refused unless
         ``trust`` is True. A requirement the worker's environment lacks altogether stops the run.
         ``dicom_files``: the DICOM series the volume was loaded from; a Deploy app that reads DICOM
-        gets these original files instead of a series written from the volume.
+        gets these original files instead of a series written from the volume. ``job``: the job to run it as
+        (a ``NodeSegmentation`` adds its own step after the result); default a new ``Job``.
         """
         self._check_open()
         if self._job is not None and not self._job.done:
@@ -145,11 +151,25 @@ class Runner:
         missing = missing_requirements(package.requirements, self.environment()["packages"])
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
-        if package.mode == "map":
-            leftovers.note_runtime(self.private_folder, find_runtime(package.settings.get("runtime")))
-        self._job = Job(self.client, package, volume, self.device, started_worker, dicom_files or [],
-                        self.private_folder)
-        return self._job
+        kind = package.kind
+        runtime = kind.container_runtime(package)
+        if runtime is not None:
+            leftovers.note_runtime(self.private_folder, runtime)
+        folder = RunFolder(self.private_folder, package, volume, dicom_files or [])
+        try:
+            job = self.client.call("run", job=job, package=package.to_dict(), input=folder.input,
+                                   output=folder.output, ijk_to_ras=volume.ijk_to_ras.tolist(), device=self.device)
+        except BaseException:
+            folder.remove()
+            raise
+        started_worker = started_worker or job.request.started_worker
+        job.then(lambda answer: folder.result(answer, started_worker, self.client.startup_seconds),
+                 "reading the result")
+        job.on_cancel(lambda: kind.clean_up_cancelled(package, self.private_folder))
+        job.on_end(folder.remove)
+        logger.debug("Run of %s (%s) submitted to worker %s", package.name, package.mode, self.client.pid)
+        self._job = job
+        return job
 
     @property
     def private_folder(self) -> str:
@@ -169,82 +189,45 @@ class Runner:
         return self.submit(package, volume, trust, dicom_files).wait(timeout=timeout, progress=progress)
 
 
-class Job:
-    """One run: the input goes to a private folder in ``parent_folder`` that is removed however the run ends."""
+class RunFolder:
+    """One run's private folder in the runner's: the input written for the worker, its result read back. Removed
+    however the run ends (the job's ``on_end``)."""
 
-    def __init__(self, client: WorkerClient, package: PackageInfo, volume: Volume, device: str,
-                 started_worker: bool = False, dicom_files: list = (), parent_folder: str | None = None):
+    def __init__(self, parent_folder: str, package: PackageInfo, volume: Volume, dicom_files: list):
         self.package = package
         self.volume = volume
-        self.result = None
-        self.error = None
         self._started = time.perf_counter()
         self._folder = tempfile.mkdtemp(prefix="run-", dir=parent_folder)
+        self.input, self.output = self._path("input.npy"), self._path("output.npy")
         try:
-            np.save(self._path("input.npy"), volume.array, allow_pickle=False)
+            np.save(self.input, volume.array, allow_pickle=False)
             _link_files(dicom_files, self._path(DICOM_SOURCE_FOLDER))
-            self._write_seconds = time.perf_counter() - self._started
-            self._call = client.call("run", package=package.to_dict(), input=self._path("input.npy"),
-                                     output=self._path("output.npy"), ijk_to_ras=volume.ijk_to_ras.tolist(),
-                                     device=device)
-            self._started_worker = started_worker or self._call.started_worker
         except BaseException:
-            self._remove_folder()
+            self.remove()
             raise
+        self._write_seconds = time.perf_counter() - self._started
 
     def _path(self, name: str) -> str:
         return os.path.join(self._folder, name)
 
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.error is not None
-
-    @property
-    def stage(self) -> str:
-        return self._call.stage
-
-    def poll(self, block_seconds: float = 0) -> list:
-        events = self._call.poll(block_seconds)
-        if self._call.done and not self.done:
-            self._finish()
-        return events
-
-    def wait(self, timeout: float | None = None, progress=None) -> Result:
+    def result(self, answer: dict, started_worker: bool, startup_seconds: float | None) -> Result:
+        """The worker's answer and the files it wrote, as a ``Result`` on the input's grid (``started_worker``: this
+        run started the worker, which took ``startup_seconds``)."""
         try:
-            self._call.wait(timeout=timeout, on_event=progress)
-        finally:
-            if not self.done:
-                self._finish()
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-    def cancel(self) -> None:
-        self._call.cancel()
-        if self.package.mode == "map":  # killing the worker does not stop its containers: remove them by name
-            remove_containers_of(find_runtime(self.package.settings.get("runtime")), os.path.dirname(self._folder))
-        if not self.done:
-            self._finish()
-
-    def _finish(self) -> None:
-        try:
-            if self._call.error is not None:
-                self.error = self._call.error
-            else:
-                self.result = self._read_result(self._call.answer)
+            return self._read_result(answer, started_worker, startup_seconds)
+        except WorkerError:
+            raise
         except Exception as error:
-            self.error = error if isinstance(error, WorkerError) else WorkerError(f"cannot read the result: {error}")
-        finally:
-            self._remove_folder()
+            raise WorkerError(f"cannot read the result: {error}") from error
 
-    def _read_result(self, answer: dict) -> Result:
+    def _read_result(self, answer: dict, started_worker: bool, startup_seconds: float | None) -> Result:
         started = time.perf_counter()
-        labelmap = np.load(self._path("output.npy"), allow_pickle=False)
+        labelmap = np.load(self.output, allow_pickle=False)
         labels = {int(value): name for value, name in answer["labels"].items()}
         _check_result_shape(labelmap, self.volume, labels)
         timings = {"write_input": self._write_seconds}
-        if self._started_worker and self._call.client.startup_seconds is not None:
-            timings["start_worker"] = self._call.client.startup_seconds
+        if started_worker and startup_seconds is not None:
+            timings["start_worker"] = startup_seconds
         timings.update(answer["timings"])
         timings["read_output"] = time.perf_counter() - started
         timings["total"] = time.perf_counter() - self._started
@@ -253,7 +236,7 @@ class Job:
             labels=labels,
             colors={int(value): tuple(color) for value, color in answer["colors"].items()},
             timings=timings,
-            warm={"worker": not self._started_worker, "imports": "import" not in timings,
+            warm={"worker": not started_worker, "imports": "import" not in timings,
                   "model": bool(answer.get("model_cached"))},
             package=self.package,
             others=[self._read_other(other) for other in answer.get("others", [])],
@@ -267,7 +250,7 @@ class Job:
         return Result(Volume(labelmap, self.volume.ijk_to_ras.copy()), labels, package=self.package,
                       name=other["name"])
 
-    def _remove_folder(self) -> None:
+    def remove(self) -> None:
         shutil.rmtree(self._folder, ignore_errors=True)
 
 

@@ -14,7 +14,7 @@ import slicer
 
 from ..errors import InputError
 from ..imageio.volume import Volume
-from ..packages.info import open_package
+from ..packages import open_package
 from ..scene import mrml
 from ..scene.noderun import NodeSegmentation
 from . import sampledata

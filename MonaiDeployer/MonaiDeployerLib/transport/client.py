@@ -1,6 +1,6 @@
 """Starts, talks to, cancels and restarts one worker process; no Qt, so Slicer polls it from a timer.
 
-A call is non-blocking: ``WorkerClient.call`` writes one request and returns a ``Call`` whose
+A call is non-blocking: ``WorkerClient.call`` writes one request and returns a ``job.Job`` whose
 ``poll`` drains what the worker said so far. Cancel kills the worker's whole process group; the
 next call starts a fresh worker.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -19,13 +20,15 @@ import threading
 import time
 
 from .. import errors
-from ..errors import Cancelled, MonaiDeployerError, WorkerError
+from ..errors import WorkerError
 from . import protocol
+from .job import Job
 from .protocol import Event
 
 LIBRARY_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds MonaiDeployerLib
 BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from MonaiDeployerLib.inference.worker import main; main()"
 STDERR_LINES_KEPT = 40
+logger = logging.getLogger(__name__)
 ERROR_TYPES = {name: getattr(errors, name) for name in (
     "InputError", "PackageError", "NotAMapError", "CannotKeepWarm", "OutputError", "WorkerError")}
 
@@ -79,6 +82,7 @@ class WorkerClient:
                 raise WorkerError(f"cannot start the worker Python {self.python}: {error.strerror}") from error
             self.started_at = time.perf_counter()
             process = self._process
+            logger.info("Started a worker in %s (process %s)", self.python, process.pid)
             stderr_reader = threading.Thread(target=self._read_stderr, args=(process, self._messages), daemon=True)
             stderr_reader.start()
             threading.Thread(target=self._read_protocol, args=(process, self._messages, stderr_reader),
@@ -101,6 +105,7 @@ class WorkerClient:
             if message.get("event") == "hello":
                 self._environment = message["environment"]
                 self.startup_seconds = time.perf_counter() - self.started_at
+                logger.debug("Worker %s ready in %.2f s", process.pid, self.startup_seconds)
             messages.put(message)
         process.wait()
         stderr_reader.join(timeout=2)  # so the exit report can quote the worker's last words
@@ -123,12 +128,13 @@ class WorkerClient:
             time.sleep(0.01)
         return self._environment
 
-    def call(self, op: str, **payload) -> Call:
-        """Send one request; the returned ``Call`` is polled for its events."""
+    def call(self, op: str, job: Job | None = None, **payload) -> Job:
+        """Send one request; the returned ``Job`` (``job``, or a new one) follows it. Cancelling it kills the worker,
+        the only way to stop a forward pass at once; the next call starts a new one."""
         started_now = self.start()
-        call = Call(self, next(self._ids), op, self._messages, started_now)
-        self._send({"id": call.id, "op": op, **payload})
-        return call
+        request = Request(self, next(self._ids), op, self._messages, started_now)
+        self._send({"id": request.id, "op": op, **payload})
+        return (job or Job()).follow(request, self.kill)
 
     def tell(self, op: str, **payload) -> None:
         """Send a message that gets no answer (the worker's reader takes it at once, even during a run)."""
@@ -156,6 +162,7 @@ class WorkerClient:
         process = self._process
         if process is None or process.poll() is not None:
             return
+        logger.info("Stopping the worker (process %s) and everything it started", process.pid)
         if os.name == "posix":
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -182,8 +189,11 @@ class WorkerClient:
         self._process = None
 
 
-class Call:
-    """One request in flight: ``poll()`` returns its new events; ``answer`` or ``error`` when it ends."""
+class Request:
+    """What the worker says about one request, as ``protocol.Event``s; ``answer`` or ``error`` once it has ended.
+
+    A ``Job`` follows it; the worker's stderr lines come as "log" events of whichever request is polled.
+    """
 
     def __init__(self, client: WorkerClient, call_id: int, op: str, messages: queue.Queue, started_worker: bool):
         self.client = client
@@ -191,15 +201,14 @@ class Call:
         self.op = op
         self.started_worker = started_worker
         self.stage = "starting the worker" if started_worker else "waiting for the worker"
-        self.done = False
         self.answer = None
         self.error = None
         self._messages = messages
 
-    def poll(self, block_seconds: float = 0) -> list:
-        """New events; waits up to ``block_seconds`` for the first one (0: never blocks)."""
+    def events(self, block_seconds: float = 0) -> list:
+        """Progress and log events since the last call; waits up to ``block_seconds`` for the first message."""
         events = []
-        while not self.done:
+        while self.answer is None and self.error is None:
             try:
                 message = self._messages.get(timeout=block_seconds) if block_seconds else self._messages.get_nowait()
             except queue.Empty:
@@ -215,48 +224,22 @@ class Call:
         if kind == "stderr":
             return Event("log", self.stage, None, message["line"])
         if kind == "exit":
-            return self._fail(WorkerError(
+            self.error = WorkerError(
                 f"the worker process stopped unexpectedly ({_exit_text(message['code'])}) while {self.stage}; "
-                f"its last output: {self.client.last_output()}"))
+                f"its last output: {self.client.last_output()}")
+            return None
         if message.get("id") != self.id:
             return None
         if kind == "progress":
             self.stage = message["stage"]
             return Event("progress", self.stage, message.get("fraction"))
         if kind == "done":
-            self.done, self.answer = True, message
-            return Event("done", self.stage, 1.0)
-        if kind == "error":
-            error_type = ERROR_TYPES.get(message.get("type"), WorkerError)
+            self.answer = message
+        elif kind == "error":
             if message.get("traceback"):
                 self.client.remember_output(message["traceback"].splitlines())
-            return self._fail(error_type(message["message"]))
+            self.error = ERROR_TYPES.get(message.get("type"), WorkerError)(message["message"])
         return None
-
-    def _fail(self, error: MonaiDeployerError) -> Event:
-        self.done, self.error = True, error
-        return Event("error", self.stage, None, str(error))
-
-    def wait(self, timeout: float | None = None, on_event=None) -> dict:
-        """Block until the call ends; raise its error; a time-out cancels it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            for event in self.poll(block_seconds=0.1):
-                if on_event is not None:
-                    on_event(event)
-            if deadline is not None and time.monotonic() > deadline and not self.done:
-                self.cancel()
-                raise WorkerError(f"no answer from the worker within {timeout:g} s while {self.stage}; run stopped")
-        if self.error is not None:
-            raise self.error
-        return self.answer
-
-    def cancel(self) -> None:
-        """Kill the worker: the only way to stop a forward pass at once. The next call starts a new one."""
-        if self.done:
-            return
-        self.client.kill()
-        self.done, self.error = True, Cancelled(f"cancelled by the user while {self.stage}")
 
 
 def _exit_text(code) -> str:

@@ -1,4 +1,5 @@
-"""One backend per deployment mode, each behind ``run(package, volume, device, report, work_folder) -> Segmented``.
+"""One backend per package kind (``PackageKind.create_backend``), each behind
+``run(package, volume, device, report, work_folder) -> Segmented``.
 
 ``work_folder`` is the run's private folder, removed however the run ends: a backend that hands
 files to a model (a Deploy app) writes them there.
@@ -25,36 +26,6 @@ class Segmented:
     model_cached: bool = False
     others: list = field(default_factory=list)  # (name, labelmap, labels) of further outputs an app wrote
     notes: list = field(default_factory=list)  # what the user should know about how it ran (one line each)
-
-
-FRAMEWORKS = ("torch", "monai")  # what a backend that runs a model in the worker imports there
-
-
-def worker_imports(mode: str) -> tuple:
-    """What the worker imports (and checks) before the first run of a package of ``mode``: torch and MONAI where
-    the model runs in the worker; a Deploy app imports what it uses, and a MAP's image brings its own."""
-    return FRAMEWORKS if mode in ("torchscript", "bundle") else ()
-
-
-def create_backend(mode: str):
-    """The backend object for ``mode``; the worker keeps one per mode so loaded models stay loaded."""
-    if mode == "torchscript":
-        from .torchscript import TorchScriptBackend
-
-        return TorchScriptBackend()
-    if mode == "bundle":
-        from .bundle import BundleBackend
-
-        return BundleBackend()
-    if mode == "deploy":
-        from .deploy import DeployBackend
-
-        return DeployBackend()
-    if mode == "map":
-        from .map import MapBackend
-
-        return MapBackend()
-    raise PackageError(f"{mode} mode is not available in this version of MonaiDeployer yet")
 
 
 def input_channels(volume) -> int:

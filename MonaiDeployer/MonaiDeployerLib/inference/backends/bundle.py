@@ -15,10 +15,10 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ...environment.home import home_folder
 from ...environment.optional_packages import install_hint
 from ...errors import PackageError
 from ...packages.bundle_files import unpacked_root
-from ...packages.trust import home_folder
 from . import (
     Segmented,
     argmax_over_channels,
@@ -43,7 +43,7 @@ class BundleBackend:
     def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         device = resolve_device(device)
         settings = package.settings
-        check_input_channels("the bundle", settings.get("channels", 1), settings.get("channel_names"), volume)
+        check_input_channels("the bundle", settings.channels, settings.channel_names, volume)
         report("load_model", None)
         started = time.perf_counter()
         pipeline, cached = self._pipeline(package, device)
@@ -69,15 +69,15 @@ class BundlePipeline:
     """One bundle's instantiated transforms, inferer and network on one device."""
 
     def __init__(self, package, device):
-        config_name = package.settings.get("inference_config")
+        config_name = package.settings.inference_config
         if not config_name:
             raise PackageError(f"{package.name} has no inference config (configs/inference.json or inference.yaml)")
-        form = package.settings.get("form", "folder")
+        form = package.settings.form
         self.root = unpacked_root(package.path, form, package.content_hash, os.path.join(home_folder(), "bundles"))
         self.device = device
         self.package = package
         parser = parse_inference_config(self.root, config_name, device)
-        self.made_with = package.settings.get("made_with", {})
+        self.made_with = package.settings.made_with
         self.preprocessing = in_memory_transforms(
             instantiate(parser, "preprocessing", "its pre-processing", self.made_with), "pre")
         self.postprocessing = in_memory_transforms(
@@ -182,7 +182,7 @@ class BundlePipeline:
 
     def _postprocess(self, data: dict, prediction, volume):
         """The bundle's post-processing; overlapping channels are taken before a step merges them into one."""
-        overlap = self.package.settings.get("outputs_overlap", False)
+        overlap = self.package.outputs_overlap
         channels = len(self.package.labels) if overlap else 0
         last_masks = {}
 

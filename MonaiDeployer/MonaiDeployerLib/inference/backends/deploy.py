@@ -42,19 +42,19 @@ class DeployBackend:
         os.makedirs(output_folder)
         started = time.perf_counter()
         original_series = os.path.join(work_folder, DICOM_SOURCE_FOLDER)
-        if settings["input_format"] == "dicom" and os.path.isdir(original_series):
+        if settings.input_format == "dicom" and os.path.isdir(original_series):
             input_folder = original_series  # the files the volume came from
-        elif settings["input_format"] == "dicom":
+        elif settings.input_format == "dicom":
             write_dicom_series(volume, input_folder)
         else:
             write_volume(os.path.join(input_folder, "input.nii"), volume)  # uncompressed: 20 times faster to write
         timings["write_app_input"] = time.perf_counter() - started
 
-        app = app_file(settings["app"])
-        argv = [sys.executable, app, "-i", input_folder, "-o", output_folder, "-m", settings["model"]]
+        app = app_file(settings.app)
+        argv = [sys.executable, app, "-i", input_folder, "-o", output_folder, "-m", settings.model]
         report("inference", None)
         started = time.perf_counter()
-        if settings["launch"] == "cold":
+        if settings.launch == "cold":
             _run_cold(argv, device, os.path.join(work_folder, APP_LOG))
             timings["app_cold"] = time.perf_counter() - started
         else:
@@ -66,17 +66,17 @@ class DeployBackend:
             timings["app"] = time.perf_counter() - started
 
         segmented = segmented_outputs(output_folder, volume, package, timings, report)
-        segmented.model_cached = settings["launch"] == "warm"
-        if settings.get("cold_because"):
-            segmented.notes.append(f"the app ran cold: {settings['cold_because']}")
+        segmented.model_cached = settings.launch == "warm"
+        if settings.cold_because:
+            segmented.notes.append(f"the app ran cold: {settings.cold_because}")
         return segmented
 
     def _application(self, package):
         """The app's ``Application`` class, imported once per app content; (class, already imported)."""
-        key = (package.settings["app"], package.content_hash)
+        key = (package.settings.app, package.content_hash)
         if key in self._applications:
             return self._applications[key], True
-        app_path = app_file(package.settings["app"])
+        app_path = app_file(package.settings.app)
         obstacle = warm_obstacle(app_path)
         if obstacle:  # importing it would run it: a plain script does its work at import
             raise CannotKeepWarm(f"{app_path} cannot be kept warm: {obstacle}")

@@ -29,6 +29,7 @@ from ...environment.containers import container_name, find_runtime, read_host_gp
 from ...errors import CannotKeepWarm, PackageError, WorkerError
 from ...imageio.dicom import DICOM_SOURCE_FOLDER, write_dicom_series
 from ...imageio.volume import write_volume
+from ...packages.deployapp import DeployKind, DeploySettings
 from ...packages.map_image import image_description, inspect_map
 from ...transport.client import LIBRARY_PARENT, WorkerClient
 from . import Segmented
@@ -51,18 +52,18 @@ class MapBackend:
 
     def run(self, package, volume, device: str, report, work_folder: str) -> Segmented:
         timings = {}
-        runtime = find_runtime(package.settings.get("runtime"))
+        runtime = find_runtime(package.settings.runtime)
         private_folder = os.path.dirname(work_folder)
         started = time.perf_counter()
         facts = self._inspected(runtime, package.path, private_folder, work_folder,
-                                bool(package.settings.get("entry_point")))
+                                package.settings.entry_point)
         timings["inspect_image"] = time.perf_counter() - started
         options = [*hardened_options(facts), *gpu_options(runtime, device, facts, self._host_gpus)]
-        input_format = package.settings.get("input_format") or ("dicom" if facts.reads_dicom else "nifti")
+        input_format = package.settings.input_format or ("dicom" if facts.reads_dicom else "nifti")
         _copy_linked_series(os.path.join(work_folder, DICOM_SOURCE_FOLDER))
         described = dataclasses.replace(package, name=facts.title, labels=package.labels or facts.labels)
         cold = (runtime, facts, options, described, volume, input_format, report, work_folder, timings)
-        if package.settings.get("launch") == "cold":
+        if package.settings.launch == "cold":
             return self._run_cold(*cold)
         key = (runtime, facts.image_id)
         reason = self._cold_because.get(key) or _command_obstacle(facts)
@@ -120,8 +121,9 @@ class MapBackend:
         output_path = os.path.join(work_folder, "map-output.npy")
         np.save(input_path, volume.array, allow_pickle=False)
         timings["write_app_input"] = time.perf_counter() - started
-        app = dataclasses.replace(package, mode="deploy", path=_app_path(facts), content_hash=facts.image_id, settings={
-            "app": _app_path(facts), "model": facts.model_path, "launch": "warm", "input_format": input_format})
+        app = dataclasses.replace(  # the image's Deploy app, run warm by the worker in its container
+            package, mode=DeployKind.mode, path=_app_path(facts), content_hash=facts.image_id,
+            settings=DeploySettings(app=_app_path(facts), model=facts.model_path, input_format=input_format))
         started = time.perf_counter()
         started_container = client.start()
         try:
@@ -135,7 +137,7 @@ class MapBackend:
         try:
             call = client.call("run", package=app.to_dict(), input=input_path, output=output_path,
                                ijk_to_ras=volume.ijk_to_ras.tolist(), device=device)
-            answer = call.wait(on_event=lambda event: _forward(event, report))
+            answer = call.wait(progress=lambda event: _forward(event, report))
         except WorkerError as error:
             raise WorkerError(f"the warm container of {facts.reference} failed ({error}); a MAP that cannot be "
                               "kept warm may still run cold") from error

@@ -40,7 +40,7 @@ class TorchScriptBackend:
         settings = package.settings
         timings = {}
         device = resolve_device(device)
-        check_input_channels("the model", settings["input"]["channels"], [], volume)
+        check_input_channels("the model", settings.channels, [], volume)
 
         report("load_model", None)
         started = time.perf_counter()
@@ -50,13 +50,13 @@ class TorchScriptBackend:
 
         report("preprocess", None)
         started = time.perf_counter()
-        image = _preprocess(volume, settings["input"])
+        image = _preprocess(volume, settings.input)
         timings["preprocess"] = time.perf_counter() - started
 
         report("inference", 0.0)
         started = time.perf_counter()
         with torch.inference_mode():
-            logits = _infer(model, image.as_tensor()[None].to(device), settings["inference"], report)
+            logits = _infer(model, image.as_tensor()[None].to(device), settings.inference, report)
         if logits.shape[2:] != image.shape[1:]:
             raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
                                f"{tuple(image.shape[1:])}; a segmentation model must keep the shape")
@@ -64,7 +64,7 @@ class TorchScriptBackend:
 
         report("postprocess", None)
         started = time.perf_counter()
-        labelmap = _postprocess(logits[0].float().cpu(), image, volume, settings["output"])
+        labelmap = _postprocess(logits[0].float().cpu(), image, volume, settings.output)
         timings["postprocess"] = time.perf_counter() - started
         labels = package.labels or _default_labels(logits.shape[1])
         return Segmented(labelmap, labels, dict(package.colors), timings, cached)
@@ -89,7 +89,7 @@ class TorchScriptBackend:
         return model, False
 
 
-def _preprocess(volume, settings: dict):
+def _preprocess(volume, settings):
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Orientation, ScaleIntensityRange, Spacing
@@ -98,26 +98,26 @@ def _preprocess(volume, settings: dict):
     array = np.moveaxis(array, -1, 0) if array.ndim == 4 else array[None]  # channel first
     array = torch.from_numpy(np.ascontiguousarray(array))
     image = MetaTensor(array, affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
-    if settings["orientation"]:
-        image = Orientation(axcodes=settings["orientation"].upper(), labels=RAS_AXIS_LABELS)(image)
-    if settings["spacing"]:
-        image = Spacing(pixdim=settings["spacing"], mode="bilinear", padding_mode="border")(image)
-    if settings["intensity"]:
-        image = ScaleIntensityRange(**settings["intensity"])(image)
+    if settings.orientation:
+        image = Orientation(axcodes=settings.orientation.upper(), labels=RAS_AXIS_LABELS)(image)
+    if settings.spacing:
+        image = Spacing(pixdim=settings.spacing, mode="bilinear", padding_mode="border")(image)
+    if settings.intensity:
+        image = ScaleIntensityRange(**settings.intensity)(image)
     return image
 
 
-def _infer(model, batch, settings: dict, report):
+def _infer(model, batch, settings, report):
     """One forward pass over the whole volume, or MONAI's sliding window when the sidecar sets a window."""
     from monai.inferers import sliding_window_inference
 
-    roi_size = settings["roi_size"]
+    roi_size = settings.roi_size
     try:
         if not roi_size:
             logits = model(batch)
         else:
-            windows = sliding_window_count(batch.shape[2:], roi_size, settings["overlap"])
-            batches = max(1, math.ceil(windows / settings["sw_batch_size"]))
+            windows = sliding_window_count(batch.shape[2:], roi_size, settings.overlap)
+            batches = max(1, math.ceil(windows / settings.sw_batch_size))
             done = [0]
 
             def predictor(patches):
@@ -127,8 +127,8 @@ def _infer(model, batch, settings: dict, report):
                 return output
 
             logits = sliding_window_inference(
-                batch, roi_size, settings["sw_batch_size"], predictor,
-                overlap=settings["overlap"], mode=settings["mode"],
+                batch, roi_size, settings.sw_batch_size, predictor,
+                overlap=settings.overlap, mode=settings.mode,
             )
     except RuntimeError as error:
         raise PackageError(_explain_forward_failure(error)) from error
@@ -148,13 +148,13 @@ def _explain_forward_failure(error: RuntimeError) -> str:
     return f"the model failed on this input: {one_line_cause(error)}"
 
 
-def _postprocess(logits, image, volume, settings: dict) -> np.ndarray:
+def _postprocess(logits, image, volume, settings) -> np.ndarray:
     """Activation, back onto the input grid (probabilities, linearly), then argmax or threshold."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample
 
-    activation = settings["activation"]
+    activation = settings.activation
     if activation == "softmax":
         logits = torch.softmax(logits, dim=0)
     elif activation == "sigmoid":
@@ -165,7 +165,7 @@ def _postprocess(logits, image, volume, settings: dict) -> np.ndarray:
         logits = resample(MetaTensor(logits, affine=image.affine), dst_affine=original_affine,
                           spatial_size=volume.shape).as_tensor()
     if logits.shape[0] == 1:
-        return (logits[0] > settings["threshold"]).numpy().astype(np.uint8)
+        return (logits[0] > settings.threshold).numpy().astype(np.uint8)
     return argmax_over_channels(logits).numpy()
 
 

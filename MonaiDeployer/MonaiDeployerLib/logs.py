@@ -1,0 +1,51 @@
+"""The library's log (``logging.getLogger(__name__)`` in each module, under "MonaiDeployerLib"), shown where the
+user reads: on stderr for the command line's ``--verbose``, in Slicer's panel log through ``LogLines``."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+
+LIBRARY_LOGGER = "MonaiDeployerLib"
+LINES_KEPT = 1000
+
+
+def log_to_stderr(level: int = logging.DEBUG) -> logging.Handler:
+    """Print the library's log lines at ``level`` and above on stderr (the command line's ``--verbose``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    return attach(handler, level)
+
+
+def attach(handler: logging.Handler, level: int) -> logging.Handler:
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    return handler
+
+
+def detach(handler: logging.Handler) -> None:
+    logging.getLogger(LIBRARY_LOGGER).removeHandler(handler)
+
+
+class LogLines(logging.Handler):
+    """The library's log lines from any thread (the panel's card and warm-up run in one), kept until the GUI thread
+    takes them with ``drain()``: Qt widgets may be touched from the GUI thread alone."""
+
+    def __init__(self):
+        super().__init__()
+        self._lines = collections.deque(maxlen=LINES_KEPT)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._lines.append(self.format(record))
+
+    def drain(self) -> list:
+        """The lines logged since the last call, oldest first."""
+        lines = []
+        while self._lines:
+            lines.append(self._lines.popleft())
+        return lines
