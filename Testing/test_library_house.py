@@ -220,3 +220,17 @@ def test_the_command_line_prints_the_librarys_log_when_verbose(tmp_path, held_ou
     assert "Started a worker in" not in quiet.stderr
     assert f"INFO MonaiDeployerLib.transport.client: Started a worker in {sys.executable}" in verbose.stderr
     assert "DEBUG MonaiDeployerLib.packages.registry: Opened" in verbose.stderr
+
+
+def test_what_progress_raises_stops_the_run_and_leaves_nothing(tiny_models):
+    volume = Volume(np.zeros((8, 8, 8), np.float32))
+
+    def impatient(event):
+        raise KeyboardInterrupt
+
+    with Runner(device="cpu") as local:
+        job = local.submit(open_package(tiny_models["identity"]), volume)
+        with pytest.raises(KeyboardInterrupt):
+            job.wait(progress=impatient)
+        assert isinstance(job.error, Cancelled) and not local.client.alive
+        assert local.run(tiny_models["identity"], volume).labels == {1: "label_1"}  # the runner goes on

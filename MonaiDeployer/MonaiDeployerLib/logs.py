@@ -9,6 +9,7 @@ import sys
 
 LIBRARY_LOGGER = "MonaiDeployerLib"
 LINES_KEPT = 1000
+_attached = {}  # handler -> its level; None -> the library logger's level before the first was attached
 
 
 def log_to_stderr(level: int = logging.DEBUG) -> logging.Handler:
@@ -19,8 +20,13 @@ def log_to_stderr(level: int = logging.DEBUG) -> logging.Handler:
 
 
 def attach(handler: logging.Handler, level: int) -> logging.Handler:
+    """Show the library's records at ``level`` and above in ``handler`` (the library's logger lets them through
+    until ``detach``)."""
     logger = logging.getLogger(LIBRARY_LOGGER)
     handler.setLevel(level)
+    if not _attached:
+        _attached[None] = logger.level
+    _attached[handler] = level
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
@@ -28,7 +34,12 @@ def attach(handler: logging.Handler, level: int) -> logging.Handler:
 
 
 def detach(handler: logging.Handler) -> None:
-    logging.getLogger(LIBRARY_LOGGER).removeHandler(handler)
+    """Stop showing the library's records in ``handler``; the logger's level is as before when none is left."""
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    logger.removeHandler(handler)
+    _attached.pop(handler, None)
+    if list(_attached) == [None]:
+        logger.setLevel(_attached.pop(None))
 
 
 class LogLines(logging.Handler):

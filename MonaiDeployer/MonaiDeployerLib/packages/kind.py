@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 import zipfile
 from dataclasses import dataclass
 
@@ -34,16 +33,16 @@ class Settings:
 
     @classmethod
     def from_dict(cls, document: dict):
-        """The settings ``to_dict`` wrote (nested settings too); keys it does not know are an error."""
-        types = typing.get_type_hints(cls)
-        unknown = set(document) - {field.name for field in dataclasses.fields(cls)}
+        """The settings ``to_dict`` wrote; keys it does not know are an error. A section that is itself ``Settings``
+        (a TorchScript sidecar's ``input``...) is known by its default."""
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = set(document) - set(fields)
         if unknown:
             raise PackageError(f"unknown {cls.__name__} settings: {', '.join(sorted(unknown))}")
         values = {}
         for name, value in document.items():
-            nested = types[name]
-            values[name] = nested.from_dict(value) if isinstance(nested, type) and issubclass(nested, Settings) \
-                else value
+            default = fields[name].default
+            values[name] = type(default).from_dict(value) if isinstance(default, Settings) else value
         return cls(**values)
 
     channels = None  # plain class attributes, not fields: a kind's settings may make them fields or properties

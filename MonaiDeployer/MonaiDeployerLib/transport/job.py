@@ -79,18 +79,23 @@ class Job:
     def wait(self, timeout: float | None = None, progress: Callable[[Event], None] | None = None):
         """Block until the job ends and return its result, or raise its error; ``progress`` gets each event.
 
-        A time-out stops it as a cancel does, and raises WorkerError.
+        A time-out stops it as a cancel does, and raises WorkerError; so does anything ``progress`` raises, and an
+        interrupt (Ctrl+C), which then propagate.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._ended:
-            for event in self.poll(block_seconds=WAIT_POLL_SECONDS):
-                if progress is not None:
-                    progress(event)
-            if deadline is not None and not self._ended and time.monotonic() > deadline:
-                stage = self.stage
-                self._stop()
-                self._end(error=WorkerError(f"no answer from the worker within {timeout:g} s while {stage}; "
-                                            "run stopped"))
+        try:
+            while not self._ended:
+                for event in self.poll(block_seconds=WAIT_POLL_SECONDS):
+                    if progress is not None:
+                        progress(event)
+                if deadline is not None and not self._ended and time.monotonic() > deadline:
+                    stage = self.stage
+                    self._stop()
+                    self._end(error=WorkerError(f"no answer from the worker within {timeout:g} s while {stage}; "
+                                                "run stopped"))
+        except BaseException:
+            self.cancel()
+            raise
         if self.error is not None:
             raise self.error
         return self.result
@@ -115,7 +120,7 @@ class Job:
                 value = step(value)
         except Exception as error:  # a step's own errors say what failed; anything else is named here
             if not isinstance(error, MonaiDeployerError):
-                logger.exception("The %s step of a job failed", self.stage)
+                logger.debug("The %s step of a job failed", self.stage, exc_info=True)
                 error = WorkerError(f"{self.stage} failed: {type(error).__name__}: {error}")
             return self._end(error=error)
         return self._end(result=value)
