@@ -37,7 +37,7 @@ def main(argv=None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=_program(), description="Run packaged MONAI models on 3D volumes.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="print the library's log on stderr")
+    parser.set_defaults(verbose=False)  # each command takes --verbose
     commands = _Commands(parser.add_subparsers(required=True, metavar="COMMAND"))
 
     _add_common_options(_package_command(commands, "inspect", "describe a model package and check its requirements",
