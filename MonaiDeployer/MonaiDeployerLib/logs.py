@@ -9,7 +9,8 @@ import sys
 
 LIBRARY_LOGGER = "MonaiDeployerLib"
 LINES_KEPT = 1000
-_attached = {}  # handler -> its level; None -> the library logger's level before the first was attached
+_attached = set()  # the handlers attach() added
+_level_before = logging.NOTSET  # the library logger's level before the first of them
 
 
 def log_to_stderr(level: int = logging.DEBUG) -> logging.Handler:
@@ -21,25 +22,27 @@ def log_to_stderr(level: int = logging.DEBUG) -> logging.Handler:
 
 def attach(handler: logging.Handler, level: int) -> logging.Handler:
     """Show the library's records at ``level`` and above in ``handler`` (the library's logger lets them through
-    until ``detach``)."""
+    until the last handler is detached)."""
+    global _level_before
     logger = logging.getLogger(LIBRARY_LOGGER)
-    handler.setLevel(level)
     if not _attached:
-        _attached[None] = logger.level
-    _attached[handler] = level
+        _level_before = logger.level
+    handler.setLevel(level)
     logger.addHandler(handler)
+    _attached.add(handler)
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
     return handler
 
 
 def detach(handler: logging.Handler) -> None:
-    """Stop showing the library's records in ``handler``; the logger's level is as before when none is left."""
+    """Stop showing the library's records in ``handler``; with the last one gone, the logger's level is as before."""
     logger = logging.getLogger(LIBRARY_LOGGER)
     logger.removeHandler(handler)
-    _attached.pop(handler, None)
-    if list(_attached) == [None]:
-        logger.setLevel(_attached.pop(None))
+    if handler in _attached:
+        _attached.discard(handler)
+        if not _attached:
+            logger.setLevel(_level_before)
 
 
 class LogLines(logging.Handler):

@@ -125,15 +125,10 @@ def zip_names(path: str) -> list | None:
         return None
 
 
-def package_name(path: str, described: dict, name_key: str) -> str:
-    """A package's name: its own description's, else its file or folder name without suffix."""
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    return str(described.get(name_key) or stem)
-
-
 def code_package_fields(path: str, described: dict, name_key: str) -> dict:
-    """The fields of a package that runs its own code (a bundle, a Deploy app): named by its own description,
-    and hashed for the trust list."""
-    return {"path": os.path.abspath(path), "name": package_name(path, described, name_key),
+    """The fields of a package that runs its own code (a bundle, a Deploy app): named by its own description (else
+    its file or folder name without suffix), and hashed for the trust list."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    return {"path": os.path.abspath(path), "name": str(described.get(name_key) or stem),
             "version": str(described.get("version", "")), "description": str(described.get("description", "")),
             "content_hash": trust.content_hash(path)}
