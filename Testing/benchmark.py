@@ -1,6 +1,6 @@
 """Benchmark: the TorchScript floor, a cold CLI run and warm runner runs, side by side in one process.
 
-    .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 3]
+    .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 3] [--skip-real-size]
 
 Every ratio is against a baseline measured in this same run on this same machine. The floor is
 raw in-process TorchScript: ``torch.jit.load`` once, then ``model(x)`` on the whole volume. The
@@ -16,6 +16,10 @@ the test images of ``Testing/setup_containers.sh``, the same app packaged as a M
 container per prediction (the blog's Docker way) and warm in one kept container, and a cold
 command-line run of it (a new process, whose worker imports neither torch nor MONAI) is measured
 against the cold container run.
+
+The real-size rows (Testing/benchmark_real_size.py; --skip-real-size leaves them out) run a 512x512x400 int16
+CT-like volume: the floor on the model's working grid, the sidecar and bundle runs warm, a 14-class network, and the
+worker's peak memory in each run as a multiple of the volume.
 
 The panel rows run MonaiDeployer.py's panel on Slicer 5.10's own Python layer (Testing/slicer_harness; skipped
 without ../shared/slicer-5.10.0): Apply with the sample model, from the click to the result node, after the panel
@@ -37,6 +41,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
+
+import benchmark_real_size  # noqa: E402  (beside this script)
 
 from MonaiDeployerLib import Runner, Volume, open_package, write_volume  # noqa: E402
 from MonaiDeployerLib.packages.map_build import package_app  # noqa: E402
@@ -171,6 +177,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-real-size", action="store_true", help="leave out the 512x512x400 rows (minutes)")
     arguments = parser.parse_args()
 
     shape, ijk_to_ras = sampledata.benchmark_grid(arguments.size)
@@ -211,6 +218,8 @@ def main() -> int:
             cold_cli_map = cold_cli(image, source, folder / "out-map.nii.gz", "--mode", "map", "--runtime", "podman",
                                     "--cold")
         panel = panel_applies(volume, arguments.repeats, folder / "slicer-settings")
+        real_size = None if arguments.skip_real_size else benchmark_real_size.measure(
+            SAMPLE_MODEL, str(SAMPLE_BUNDLE), folder)
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -268,6 +277,8 @@ def main() -> int:
               f"{panel['block'] * 1000:.0f} ms: {_verdict(panel['block'], 0.100)}")
         print(f"(longest GUI-thread block of the Apply with no time to warm up, which waits for the worker's start: "
               f"{panel['unwarmed_block'] * 1000:.0f} ms)")
+    if real_size is not None:
+        benchmark_real_size.report(real_size, _stages)
     return 0
 
 

@@ -93,11 +93,12 @@ def render_training_set() -> tuple[torch.Tensor, torch.Tensor]:
     return to_tensors([render_training_example(seed, random_source_spacing(rng)) for seed in TRAINING_SEEDS])
 
 
-def build_model() -> UNet:
+def build_model(out_channels: int = len(sampledata.LABELS) + 1) -> UNet:
+    """The sample's network; the benchmark also builds it with more output classes."""
     return UNet(
         spatial_dims=3,
         in_channels=1,
-        out_channels=len(sampledata.LABELS) + 1,
+        out_channels=out_channels,
         channels=(8, 16, 32),
         strides=(2, 2),
         num_res_units=1,

@@ -1,0 +1,149 @@
+"""The benchmark's real-size rows: a 512x512x400 int16 CT-like volume (0.7x0.7x1.0 mm, 200 MiB), as clinicians open.
+
+Measured: the floor (MONAI's sliding window of the sample model called in this process on its working grid at
+1.5 mm, 239x239x267), the warm sidecar run, the warm bundle run, and the sample's network with 14 classes and the
+sample's sidecar; for each run the worker's peak resident memory during it, as a multiple of the volume's bytes.
+Each warm row is one timed run after one untimed run that loads the model: at this size a run takes tens of seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from MonaiDeployerLib import Runner, Volume, open_package
+from MonaiDeployerLib.packages.sidecar import sidecar_path_for
+from MonaiDeployerLib.testing import sampledata
+
+SHAPE = (512, 512, 400)
+SPACING_MM = (0.7, 0.7, 1.0)
+SLAB = 40  # planes rendered at a time: the voxel centres of the whole volume would take 2.4 GB
+MANY_CLASSES = 14
+
+
+def real_size_volume() -> Volume:
+    """The sample phantom on a CT's grid (RAS axes, centred where the phantom is), in HU as int16."""
+    training_shape, training_to_ras = sampledata.training_grid()
+    centre = training_to_ras[:3, :3] @ ((np.asarray(training_shape) - 1) / 2) + training_to_ras[:3, 3]
+    ijk_to_ras = np.diag([*SPACING_MM, 1.0])
+    ijk_to_ras[:3, 3] = centre - ijk_to_ras[:3, :3] @ ((np.asarray(SHAPE) - 1) / 2)
+    image = np.empty(SHAPE, dtype=np.int16)
+    for start in range(0, SHAPE[2], SLAB):
+        planes = min(SLAB, SHAPE[2] - start)
+        slab_to_ras = ijk_to_ras.copy()
+        slab_to_ras[:3, 3] += ijk_to_ras[:3, 2] * start
+        slab, _truth = sampledata.render_phantom((*SHAPE[:2], planes), slab_to_ras, seed=7)
+        image[:, :, start:start + planes] = np.round(slab).astype(np.int16)
+    return Volume(image, ijk_to_ras)
+
+
+def working_grid(package) -> tuple:
+    """The grid the sample sidecar resamples the volume to: its extent at the sidecar's spacing."""
+    extent = np.asarray(SHAPE) * np.asarray(SPACING_MM)
+    return tuple(int(value) for value in np.round(extent / np.asarray(package.settings.input.spacing)))
+
+
+def floor_seconds(model_path: str, package) -> float:
+    """MONAI's sliding window of the model on its working grid, in this process: the forward passes alone."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    model = torch.jit.load(model_path, map_location="cpu").eval()
+    window = package.settings.inference
+    batch = torch.rand((1, 1, *working_grid(package)), generator=torch.Generator().manual_seed(7))
+
+    def sliding():
+        with torch.inference_mode():
+            sliding_window_inference(batch, window.roi_size, window.sw_batch_size, model, overlap=window.overlap,
+                                     mode=window.mode)
+
+    sliding()  # TorchScript optimises on its first calls
+    started = time.perf_counter()
+    sliding()
+    return time.perf_counter() - started
+
+
+def many_class_model(model_path: str, folder: Path, classes: int = MANY_CLASSES) -> str:
+    """The sample's network with ``classes`` classes besides the background, untrained (its labels mean nothing,
+    its memory does), beside the sample's sidecar with one label per class."""
+    import torch
+    from make_sample_model import build_model
+
+    path = folder / f"Phantom{classes}Classes.ts"
+    torch.jit.script(build_model(out_channels=classes + 1).eval()).save(str(path))
+    sidecar = json.loads(Path(sidecar_path_for(model_path)).read_text())
+    sidecar.update(name=f"The sample network with {classes} classes (untrained)",
+                   labels={str(value): f"class {value}" for value in range(1, classes + 1)})
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return str(path)
+
+
+def peak_run(runner: Runner, package, volume: Volume) -> tuple[float, int | None, dict]:
+    """(seconds, the worker's peak resident bytes during this run or None off Linux, stage timings) of a warm run.
+
+    The kernel's high-water mark (``VmHWM``) is reset before the run (``clear_refs`` 5), so the peak is this run's.
+    """
+    runner.run(package, volume, trust=True)  # loads the model; the worker now runs
+    status = Path(f"/proc/{runner.client.pid}")
+    measurable = (status / "clear_refs").exists()
+    if measurable:
+        (status / "clear_refs").write_text("5")
+    started = time.perf_counter()
+    result = runner.run(package, volume, trust=True)
+    seconds = time.perf_counter() - started
+    peak = None
+    if measurable:
+        line = next(line for line in (status / "status").read_text().splitlines() if line.startswith("VmHWM:"))
+        peak = int(line.split()[1]) * 1024
+    return seconds, peak, result.timings
+
+
+def measure(model_path: str, bundle_path: str, folder: Path) -> dict:
+    """Every real-size figure, in one worker."""
+    volume = real_size_volume()
+    sidecar = open_package(model_path)
+    many = open_package(many_class_model(model_path, folder))
+    figures = {"volume_bytes": volume.array.nbytes, "working_grid": working_grid(sidecar),
+               "floor": floor_seconds(model_path, sidecar)}
+    with Runner(device="cpu") as runner:
+        for name, package in (("sidecar", sidecar), ("bundle", open_package(bundle_path)), ("many", many)):
+            figures[name] = peak_run(runner, package, volume)
+    return figures
+
+
+def report(figures: dict, stages) -> None:
+    """The rows, the stages of each run, and the issue's targets against them."""
+    volume_bytes = figures["volume_bytes"]
+    grid = "x".join(map(str, figures["working_grid"]))
+
+    def peak(name: str) -> str:
+        bytes_ = figures[name][1]
+        return "-" if bytes_ is None else f"{bytes_ / 2**30:.2f} GiB = {bytes_ / volume_bytes:.1f} x the volume"
+
+    print(f"real size: {'x'.join(map(str, SHAPE))} int16 ({volume_bytes / 2**20:.0f} MiB), "
+          f"{'x'.join(map(str, SPACING_MM))} mm; working grid {grid}; one warm run each")
+    print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}  worker peak")
+    rows = [("raw MONAI sliding window (floor)", figures["floor"], figures["floor"], None),
+            ("warm runner, sample sidecar", figures["sidecar"][0], figures["floor"], "sidecar"),
+            ("warm runner, sample bundle", figures["bundle"][0], figures["sidecar"][0], "bundle"),
+            (f"warm runner, {MANY_CLASSES} classes, sidecar", figures["many"][0], figures["sidecar"][0], "many")]
+    for name, seconds, baseline, key in rows:
+        print(f"{name:38s} {seconds:9.3f} {seconds / baseline:8.2f}  {peak(key) if key else ''}")
+    for key, label in (("sidecar", "sidecar"), ("bundle", "bundle"), ("many", f"{MANY_CLASSES} classes")):
+        print(f"real-size {label} run: " + stages(figures[key][2]))
+    targets = [(f"sidecar warm <= 1.35 x floor = {1.35 * figures['floor']:.1f} s", figures["sidecar"][0],
+                1.35 * figures["floor"], "s"),
+               (f"bundle warm <= 1.3 x sidecar = {1.3 * figures['sidecar'][0]:.1f} s", figures["bundle"][0],
+                1.3 * figures["sidecar"][0], "s")]
+    if figures["sidecar"][1] is not None:
+        targets += [("sidecar worker peak <= 8 x the volume", figures["sidecar"][1] / volume_bytes, 8, "x"),
+                    ("bundle worker peak <= 12 x the volume", figures["bundle"][1] / volume_bytes, 12, "x"),
+                    (f"{MANY_CLASSES}-class peak <= 1.5 x the sample's (3 classes)",
+                     figures["many"][1] / figures["sidecar"][1], 1.5, "x")]
+    for text, measured, limit, unit in targets:
+        value = f"{measured:.1f} s" if unit == "s" else f"{measured:.1f} x"
+        print(f"target (real size): {text}; measured {value}: "
+              f"{'meets the target' if measured <= limit else 'MISSES the target'}")
