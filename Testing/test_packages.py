@@ -32,7 +32,7 @@ def test_without_sidecar_the_documented_defaults_apply(tiny_models):
     assert package.settings.input.to_dict() == {"channels": None, "orientation": None, "spacing": None,
                                                 "intensity": None}
     assert package.settings.inference.roi_size is None
-    assert package.settings.output.to_dict() == {"activation": "none", "threshold": 0.5}
+    assert package.settings.output.to_dict() == {"activation": "none", "threshold": 0.5, "interpolation": "linear"}
 
 
 def test_modes_are_detected_from_what_is_on_disk(tmp_path, tiny_models):

@@ -17,13 +17,14 @@ from .kind import Settings
 
 ACTIVATIONS = ("none", "softmax", "sigmoid")
 BLEND_MODES = ("constant", "gaussian")
+INTERPOLATIONS = ("linear", "nearest")
 SCHEMA = {
     "name": str,
     "version": str,
     "description": str,
     "input": {"channels": int, "orientation": str, "spacing": list, "intensity": dict},
     "inference": {"roi_size": list, "sw_batch_size": int, "overlap": float, "mode": str},
-    "output": {"activation": str, "threshold": float},
+    "output": {"activation": str, "threshold": float, "interpolation": str},
     "labels": dict,
     "requirements": dict,
 }
@@ -57,8 +58,12 @@ class TorchScriptInference(Settings):
 
 @dataclass(frozen=True)
 class TorchScriptOutput(Settings):
+    """How scores become labels on the input's grid: scores interpolated linearly (as MONAI resamples them)
+    then argmax, or "nearest": argmax on the working grid, nearest label (faster, blockier edges)."""
+
     activation: str = "none"
     threshold: float = 0.5
+    interpolation: str = "linear"
 
 
 @dataclass(frozen=True)
@@ -170,3 +175,5 @@ def _check_values(settings: dict, where: str) -> None:
         raise PackageError(f"{where}: inference.mode must be one of {', '.join(BLEND_MODES)}")
     if output["activation"] not in ACTIVATIONS:
         raise PackageError(f"{where}: output.activation must be one of {', '.join(ACTIVATIONS)}")
+    if output["interpolation"] not in INTERPOLATIONS:
+        raise PackageError(f"{where}: output.interpolation must be one of {', '.join(INTERPOLATIONS)}")

@@ -33,6 +33,22 @@ def input_channels(volume) -> int:
     return volume.array.shape[3] if volume.array.ndim == 4 else 1
 
 
+def channel_first_float32(volume):
+    """The volume's voxels as a C-ordered float32 tensor [C, i, j, k], made in one pass.
+
+    A volume from Slicer or NIfTI arrives in Fortran order; MONAI's resampling reads a C-ordered
+    source about twice as fast, and copying the order while converting the type costs one pass.
+    """
+    import torch
+
+    array = volume.array if volume.array.dtype.isnative else volume.array.astype(volume.array.dtype.newbyteorder("="))
+    source = torch.from_numpy(array)
+    source = source.movedim(-1, 0) if source.ndim == 4 else source[None]
+    converted = torch.empty(source.shape, dtype=torch.float32)
+    converted.copy_(source)
+    return converted
+
+
 def check_input_channels(who: str, expected: int | None, names: list, volume) -> None:
     """Refuse, naming the channels the model wants, an input with another number of channels."""
     given = input_channels(volume)

@@ -22,6 +22,7 @@ from ...packages.bundle_files import unpacked_root
 from . import (
     Segmented,
     argmax_over_channels,
+    channel_first_float32,
     check_input_channels,
     one_line_cause,
     resample_nearest,
@@ -235,14 +236,12 @@ def _as_loaded_image(volume):
     import torch
     from monai.data import MetaTensor
 
-    array = np.asarray(volume.array, dtype=np.float32)
-    channel_dim = "no_channel"
-    if array.ndim == 4:  # several channels, as LoadImaged stacks a list of files: channel first
-        array, channel_dim = np.moveaxis(array, -1, 0), 0
+    channel_dim = 0 if volume.array.ndim == 4 else "no_channel"  # several channels: as LoadImaged stacks files
     affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
     meta = {"original_affine": affine.clone(), "spatial_shape": np.asarray(volume.shape[:3]),
             "original_channel_dim": channel_dim, "filename_or_obj": "input-volume", "space": "RAS"}
-    return MetaTensor(torch.from_numpy(np.ascontiguousarray(array)), affine=affine, meta=meta)
+    array = channel_first_float32(volume)
+    return MetaTensor(array if volume.array.ndim == 4 else array[0], affine=affine, meta=meta)
 
 
 def _is_binary(tensor) -> bool:

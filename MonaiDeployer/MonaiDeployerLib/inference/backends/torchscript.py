@@ -1,8 +1,9 @@
 """TorchScript mode: ``torch.jit.load`` plus the sidecar's pre/post-processing, with MONAI transforms.
 
 The volume is reoriented and resampled as the sidecar asks, scaled, run whole or by sliding
-window, and the class probabilities are resampled back onto the input's own grid before argmax,
-so the labelmap lies voxel for voxel on the input whatever the model's working grid.
+window, and the labels are brought back onto the input's own grid as linear resampling of the class
+scores would make them (or nearest, when the sidecar asks), so the labelmap lies voxel for voxel on the
+input whatever the model's working grid.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import numpy as np
 from ...errors import PackageError
 from . import (
     Segmented,
-    argmax_over_channels,
+    channel_first_float32,
     check_input_channels,
     one_line_cause,
     resolve_device,
     sliding_window_count,
 )
+from .onto_input_grid import labels_on_input_grid
 
 MODELS_KEPT = 3
 RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -90,18 +92,16 @@ class TorchScriptBackend:
 
 
 def _preprocess(volume, settings):
+    """The volume as the model's input: reoriented, respaced (in float32, not MONAI's float64 default), scaled."""
     import torch
     from monai.data import MetaTensor
     from monai.transforms import Orientation, ScaleIntensityRange, Spacing
 
-    array = np.asarray(volume.array, dtype=np.float32)
-    array = np.moveaxis(array, -1, 0) if array.ndim == 4 else array[None]  # channel first
-    array = torch.from_numpy(np.ascontiguousarray(array))
-    image = MetaTensor(array, affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
+    image = MetaTensor(channel_first_float32(volume), affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
     if settings.orientation:
         image = Orientation(axcodes=settings.orientation.upper(), labels=RAS_AXIS_LABELS)(image)
     if settings.spacing:
-        image = Spacing(pixdim=settings.spacing, mode="bilinear", padding_mode="border")(image)
+        image = Spacing(pixdim=settings.spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)(image)
     if settings.intensity:
         image = ScaleIntensityRange(**settings.intensity)(image)
     return image
@@ -149,24 +149,21 @@ def _explain_forward_failure(error: RuntimeError) -> str:
 
 
 def _postprocess(logits, image, volume, settings) -> np.ndarray:
-    """Activation, back onto the input grid (probabilities, linearly), then argmax or threshold."""
+    """Activation on the working grid, then labels back onto the input grid (see ``onto_input_grid``)."""
     import torch
-    from monai.data import MetaTensor
-    from monai.transforms import SpatialResample
 
     activation = settings.activation
     if activation == "softmax":
         logits = torch.softmax(logits, dim=0)
     elif activation == "sigmoid":
         logits = torch.sigmoid(logits)
+    threshold = settings.threshold if logits.shape[0] == 1 else None
     original_affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
-    if tuple(logits.shape[1:]) != volume.shape or not torch.allclose(image.affine, original_affine, atol=1e-6):
-        resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
-        logits = resample(MetaTensor(logits, affine=image.affine), dst_affine=original_affine,
-                          spatial_size=volume.shape).as_tensor()
-    if logits.shape[0] == 1:
-        return (logits[0] > settings.threshold).numpy().astype(np.uint8)
-    return argmax_over_channels(logits).numpy()
+    if tuple(logits.shape[1:]) == volume.shape[:3] and torch.allclose(image.affine, original_affine, atol=1e-6):
+        return labels_on_input_grid(logits, volume.ijk_to_ras, volume.shape[:3], volume.ijk_to_ras, threshold,
+                                    interpolation="nearest")
+    return labels_on_input_grid(logits, image.affine.numpy(), volume.shape[:3], volume.ijk_to_ras, threshold,
+                                interpolation=settings.interpolation)
 
 
 def _default_labels(channels: int) -> dict:

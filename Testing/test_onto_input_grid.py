@@ -1,0 +1,147 @@
+"""Labels back onto the input's grid without full-size class scores: the same labels as MONAI's linear
+resampling of the scores followed by argmax (the reference, run here at full size), on the held-out
+phantoms through the sample model and on made-up geometries; the sidecar's "nearest" choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from MonaiDeployerLib import PackageError, Runner, Volume, open_package
+from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid
+from MonaiDeployerLib.inference.backends import onto_input_grid as onto
+from MonaiDeployerLib.inference.backends import torchscript
+from MonaiDeployerLib.testing.selftest import dice_per_label
+
+AGREEMENT = 0.9999  # voxels whose label may differ: ties between classes broken by float rounding either way
+NEAREST_MINIMUM_DICE = 0.9  # nearest labels are blockier: the small lesion on the 3 mm case loses most
+
+
+def full_size_reference(scores, scores_to_ras, shape, ijk_to_ras, threshold=None) -> np.ndarray:
+    """What the TorchScript mode did before: MONAI resamples every class score onto the input grid, then argmax."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
+    resampled = resample(MetaTensor(torch.as_tensor(scores), affine=torch.as_tensor(scores_to_ras)),
+                         dst_affine=torch.as_tensor(ijk_to_ras), spatial_size=shape).as_tensor()
+    if resampled.shape[0] == 1:
+        return (resampled[0] > threshold).numpy().astype(np.uint8)
+    return argmax_over_channels(resampled).numpy()
+
+
+def smooth_scores(classes: int, shape: tuple, seed: int):
+    """Softmax scores with blobs a few voxels wide, so that boundaries run through the volume."""
+    import torch
+
+    coarse = torch.rand((1, classes, *(size // 4 + 2 for size in shape)), generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(coarse, size=shape, mode="trilinear")[0].softmax(0)
+
+
+def geometry(name: str) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """(working grid's affine, input shape, input affine) for an input at 0.7 x 0.7 x 1.0 mm."""
+    ijk_to_ras = np.diag([0.7, 0.7, 1.0, 1.0])
+    ijk_to_ras[:3, 3] = [-50.0, -40.0, -30.0]
+    working = np.eye(4)
+    if name == "flipped and respaced":
+        working[:3, :3] = np.diag([-1.5, 1.5, 1.5])
+        working[:3, 3] = [19.3, -40.0, -30.0]
+    elif name == "axes swapped":
+        working[:3, :3] = [[0, 1.5, 0], [1.5, 0, 0], [0, 0, -1.5]]
+        working[:3, 3] = [-50.0, -40.0, 50.0]
+    elif name == "oblique":
+        angle = 0.3
+        working[:3, :3] = 1.3 * np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                                          [0, 0, 1]])
+        working[:3, 3] = [-60.0, -50.0, -30.0]
+    return working, (90, 100, 70), ijk_to_ras
+
+
+@pytest.mark.parametrize("name", ["flipped and respaced", "axes swapped", "oblique"])
+@pytest.mark.parametrize("classes", [3, 16])
+def test_labels_match_full_size_linear_resampling_then_argmax(name, classes):
+    working, shape, ijk_to_ras = geometry(name)
+    scores = smooth_scores(classes, (52, 50, 48), seed=classes)
+    labels = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras)
+    reference = full_size_reference(scores, working, shape, ijk_to_ras)
+    assert labels.shape == shape and labels.dtype == np.uint8
+    assert len(np.unique(reference)) == classes  # every class reaches the input grid: the test sees boundaries
+    assert np.mean(labels == reference) >= AGREEMENT, np.count_nonzero(labels != reference)
+
+
+def test_one_channel_is_thresholded_after_linear_resampling():
+    working, shape, ijk_to_ras = geometry("flipped and respaced")
+    scores = smooth_scores(2, (52, 50, 48), seed=5)[1:]
+    labels = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras, threshold=0.5)
+    reference = full_size_reference(scores, working, shape, ijk_to_ras, threshold=0.5)
+    assert 0 < reference.mean() < 1
+    assert np.mean(labels == reference) >= AGREEMENT
+
+
+def test_the_labels_do_not_depend_on_the_slab_size(monkeypatch):
+    working, shape, ijk_to_ras = geometry("axes swapped")
+    scores = smooth_scores(4, (52, 50, 48), seed=9)
+    whole = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras)
+    monkeypatch.setattr(onto, "SLAB_VOXELS", 1)  # one plane of the input at a time
+    assert np.array_equal(onto.labels_on_input_grid(scores, working, shape, ijk_to_ras), whole)
+
+
+def test_nearest_takes_each_voxels_nearest_working_grid_label():
+    working, shape, ijk_to_ras = geometry("oblique")
+    scores = smooth_scores(3, (60, 60, 40), seed=3)
+    nearest = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras, interpolation="nearest")
+    working_labels = Volume(argmax_over_channels(scores).numpy(), working)
+    expected = labels_on_grid(working_labels, shape, ijk_to_ras)  # nearest, 0 outside the working grid
+    to_working = np.linalg.inv(working) @ ijk_to_ras
+    index = np.stack(np.meshgrid(*map(np.arange, shape), indexing="ij"), -1).reshape(-1, 3)
+    points = index @ to_working[:3, :3].T + to_working[:3, 3]
+    inside = np.all((points > 0) & (points < np.asarray(scores.shape[1:]) - 1), axis=1).reshape(shape)
+    assert inside.mean() > 0.5
+    assert np.mean(nearest[inside] == expected[inside]) >= AGREEMENT
+    linear = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras)
+    assert not np.array_equal(nearest, linear)  # the two choices differ at boundaries
+
+
+def test_held_out_phantoms_get_todays_labels_through_the_sample_model(sample_model, held_out):
+    """The TorchScript mode's own pre-processing and inference, then both ways back onto the input grid."""
+    import torch
+
+    package = open_package(sample_model)
+    model = torch.jit.load(sample_model).eval()
+    settings = package.settings
+    for case, volume, _truth in held_out:
+        image = torchscript._preprocess(volume, settings.input)
+        with torch.inference_mode():
+            scores = torchscript._infer(model, image.as_tensor()[None], settings.inference, lambda *_: None)[0]
+        scores = torch.softmax(scores, dim=0)
+        labels = torchscript._postprocess(scores, image, volume, settings.output)
+        reference = full_size_reference(scores, image.affine.numpy(), volume.shape, volume.ijk_to_ras)
+        assert np.mean(labels == reference) >= AGREEMENT, (case["name"], np.count_nonzero(labels != reference))
+
+
+def test_a_sidecar_asking_for_nearest_labels_still_segments_the_held_out_phantoms(tmp_path, sample_model, held_out):
+    model = tmp_path / "nearest.ts"
+    shutil.copy(sample_model, model)
+    sidecar = json.loads(open(sample_model[:-3] + ".json").read())
+    sidecar["output"]["interpolation"] = "nearest"
+    (tmp_path / "nearest.json").write_text(json.dumps(sidecar))
+    package = open_package(str(model))
+    assert package.settings.output.interpolation == "nearest"
+    with Runner(device="cpu") as runner:
+        for case, volume, truth in held_out:
+            result = runner.run(package, volume)
+            assert result.labelmap.same_grid(volume, tolerance=1e-12)
+            scores = dice_per_label(result.labelmap.array, truth, result.labels)
+            assert min(scores.values()) >= NEAREST_MINIMUM_DICE, (case["name"], scores)
+
+
+def test_an_unknown_interpolation_is_refused_with_the_choices(tmp_path, sample_model):
+    model = tmp_path / "typo.ts"
+    shutil.copy(sample_model, model)
+    (tmp_path / "typo.json").write_text(json.dumps({"output": {"interpolation": "cubic"}}))
+    with pytest.raises(PackageError, match="output.interpolation must be one of linear, nearest"):
+        open_package(str(model))
