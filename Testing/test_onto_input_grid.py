@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package
-from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid
+from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid, torchscript
 from MonaiDeployerLib.inference.backends import onto_input_grid as onto
-from MonaiDeployerLib.inference.backends import torchscript
 from MonaiDeployerLib.testing.selftest import dice_per_label
 
 AGREEMENT = 0.9999  # voxels whose label may differ: ties between classes broken by float rounding either way
@@ -126,7 +126,7 @@ def test_held_out_phantoms_get_todays_labels_through_the_sample_model(sample_mod
 def test_a_sidecar_asking_for_nearest_labels_still_segments_the_held_out_phantoms(tmp_path, sample_model, held_out):
     model = tmp_path / "nearest.ts"
     shutil.copy(sample_model, model)
-    sidecar = json.loads(open(sample_model[:-3] + ".json").read())
+    sidecar = json.loads(Path(sample_model).with_suffix(".json").read_text())
     sidecar["output"]["interpolation"] = "nearest"
     (tmp_path / "nearest.json").write_text(json.dumps(sidecar))
     package = open_package(str(model))
@@ -143,5 +143,5 @@ def test_an_unknown_interpolation_is_refused_with_the_choices(tmp_path, sample_m
     model = tmp_path / "typo.ts"
     shutil.copy(sample_model, model)
     (tmp_path / "typo.json").write_text(json.dumps({"output": {"interpolation": "cubic"}}))
-    with pytest.raises(PackageError, match="output.interpolation must be one of linear, nearest"):
+    with pytest.raises(PackageError, match=r"output\.interpolation must be one of linear, nearest"):
         open_package(str(model))
