@@ -29,6 +29,7 @@ from . import (
     resolve_device,
     sliding_window_count,
 )
+from .bundle_chain import find_argmax_chain, labels_through_chain, runs_as_one_resampling
 from .bundle_config import LoadedImaged, in_memory_transforms, instantiate, parse_inference_config
 
 PIPELINES_KEPT = 2
@@ -88,6 +89,7 @@ class BundlePipeline:
         self.network = self._network(parser, package.path if form == "torchscript" else None)
         self.amp = _evaluator_uses_amp(parser) and device.type == "cuda"
         self.labels = package.labels or _config_labels(parser)
+        self.argmax_chain = find_argmax_chain(self.postprocessing.transforms, self.preprocessing, self.image_key, PRED)
 
     def _image_key(self, parser) -> str:
         loaders = [transform for transform in self.preprocessing.transforms if isinstance(transform, LoadedImaged)]
@@ -137,10 +139,10 @@ class BundlePipeline:
         timings["postprocess"] = time.perf_counter() - started
         return Segmented(labelmap, labels, timings=timings)
 
-    def _run_transforms(self, compose, data: dict, kind: str, watch=None) -> dict:
+    def _run_transforms(self, compose, data: dict, kind: str, watch=None, part: slice = slice(None)) -> dict:
         from monai.transforms import apply_transform
 
-        for transform in compose.transforms:
+        for transform in compose.transforms[part]:
             try:
                 data = apply_transform(transform, data, compose.map_items, compose.unpack_items)
             except Exception as error:  # a bundle's transform can raise anything
@@ -182,7 +184,10 @@ class BundlePipeline:
         return MetaTensor(prediction[0], meta=image.meta, applied_operations=image.applied_operations)
 
     def _postprocess(self, data: dict, prediction, volume):
-        """The bundle's post-processing; overlapping channels are taken before a step merges them into one."""
+        """The bundle's post-processing; overlapping channels are taken before a step merges them into one.
+
+        Its ``Invertd`` -> ``AsDiscreted(argmax)`` runs without full-size class scores when it can (``bundle_chain``).
+        """
         overlap = self.package.outputs_overlap
         channels = len(self.package.labels) if overlap else 0
         last_masks = {}
@@ -192,7 +197,19 @@ class BundlePipeline:
             if overlap and value is not None and value.shape[0] == channels and _is_binary(value):
                 last_masks["pred"] = value
 
-        data = self._run_transforms(self.postprocessing, {**data, PRED: prediction}, "post", keep_masks)
+        data = {**data, PRED: prediction}
+        chain = None if overlap else self.argmax_chain
+        rest = 0  # the first post-processing step still to run as written
+        if chain is not None:
+            data = self._run_transforms(self.postprocessing, data, "post", part=slice(None, chain.start))
+            rest = chain.start
+            if runs_as_one_resampling(data[self.image_key], chain, data[PRED].shape[0]):
+                labelmap = labels_through_chain(data[PRED], volume, chain)
+                if chain.stop == len(self.postprocessing.transforms):
+                    return labelmap, self._label_names(labelmap)
+                data[PRED] = _discrete_output(labelmap, volume, data[self.image_key])
+                rest = chain.stop
+        data = self._run_transforms(self.postprocessing, data, "post", keep_masks, part=slice(rest, None))
         output = last_masks.get("pred", data.get(PRED))
         if output is None:
             raise PackageError("the bundle's post-processing left no 'pred' in its output")
@@ -201,8 +218,19 @@ class BundlePipeline:
             masks = np.moveaxis(output.cpu().numpy() > 0.5, 0, -1).astype(np.uint8)
             return masks, dict(self.labels)
         labelmap = _to_labelmap(output)
-        labels = self.labels or {int(value): f"label_{int(value)}" for value in np.unique(labelmap) if value}
-        return labelmap, labels
+        return labelmap, self._label_names(labelmap)
+
+    def _label_names(self, labelmap: np.ndarray) -> dict:
+        return self.labels or {int(value): f"label_{int(value)}" for value in np.unique(labelmap) if value}
+
+
+def _discrete_output(labelmap: np.ndarray, volume, image):
+    """The labels as ``AsDiscreted`` leaves them after ``Invertd``, for post-processing steps that follow."""
+    import torch
+    from monai.data import MetaTensor
+
+    meta = {key: value for key, value in image.meta.items() if key != "affine"}
+    return MetaTensor(torch.from_numpy(labelmap)[None].float(), affine=torch.as_tensor(volume.ijk_to_ras), meta=meta)
 
 
 def _state_dict(path: str, network) -> dict:
