@@ -33,6 +33,11 @@ def input_channels(volume) -> int:
     return volume.array.shape[3] if volume.array.ndim == 4 else 1
 
 
+def native_byte_order(array: np.ndarray) -> np.ndarray:
+    """The array itself, or a copy in this machine's byte order (torch takes no other)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def channel_first_float32(volume):
     """The volume's voxels as a C-ordered float32 tensor [C, i, j, k], made in one pass.
 
@@ -41,8 +46,7 @@ def channel_first_float32(volume):
     """
     import torch
 
-    array = volume.array if volume.array.dtype.isnative else volume.array.astype(volume.array.dtype.newbyteorder("="))
-    source = torch.from_numpy(array)
+    source = torch.from_numpy(native_byte_order(volume.array))
     source = source.movedim(-1, 0) if source.ndim == 4 else source[None]
     converted = torch.empty(source.shape, dtype=torch.float32)
     converted.copy_(source)

@@ -19,13 +19,13 @@ import numpy as np
 from ...errors import PackageError
 from . import (
     Segmented,
-    channel_first_float32,
     check_input_channels,
     one_line_cause,
     resolve_device,
     sliding_window_count,
 )
 from .onto_input_grid import labels_on_input_grid
+from .onto_working_grid import working_grid_image
 
 MODELS_KEPT = 3
 RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -59,16 +59,18 @@ class TorchScriptBackend:
         started = time.perf_counter()
         with torch.inference_mode():
             logits = _infer(model, image.as_tensor()[None].to(device), settings.inference, report)
-        if logits.shape[2:] != image.shape[1:]:
-            raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
-                               f"{tuple(image.shape[1:])}; a segmentation model must keep the shape")
-        timings["inference"] = time.perf_counter() - started
+            if logits.shape[2:] != image.shape[1:]:
+                raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
+                                   f"{tuple(image.shape[1:])}; a segmentation model must keep the shape")
+            timings["inference"] = time.perf_counter() - started
 
-        report("postprocess", None)
-        started = time.perf_counter()
-        labelmap = _postprocess(logits[0].float().cpu(), image, volume, settings.output)
+            report("postprocess", None)
+            started = time.perf_counter()
+            scores = logits[0].float().cpu()
+            del logits  # one copy of the scores from here on: the activation works in place
+            labelmap = _postprocess(scores, image.affine.numpy(), volume, settings.output)
         timings["postprocess"] = time.perf_counter() - started
-        labels = package.labels or _default_labels(logits.shape[1])
+        labels = package.labels or _default_labels(len(scores))
         return Segmented(labelmap, labels, dict(package.colors), timings, cached)
 
     def _model(self, path: str, device):
@@ -92,16 +94,10 @@ class TorchScriptBackend:
 
 
 def _preprocess(volume, settings):
-    """The volume as the model's input: reoriented, respaced (in float32, not MONAI's float64 default), scaled."""
-    import torch
-    from monai.data import MetaTensor
-    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
+    """The volume as the model's input: reoriented and respaced (see ``onto_working_grid``), then scaled."""
+    from monai.transforms import ScaleIntensityRange
 
-    image = MetaTensor(channel_first_float32(volume), affine=torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64))
-    if settings.orientation:
-        image = Orientation(axcodes=settings.orientation.upper(), labels=RAS_AXIS_LABELS)(image)
-    if settings.spacing:
-        image = Spacing(pixdim=settings.spacing, mode="bilinear", padding_mode="border", dtype=torch.float32)(image)
+    image = working_grid_image(volume, settings.orientation, settings.spacing, RAS_AXIS_LABELS)
     if settings.intensity:
         image = ScaleIntensityRange(**settings.intensity)(image)
     return image
@@ -148,22 +144,17 @@ def _explain_forward_failure(error: RuntimeError) -> str:
     return f"the model failed on this input: {one_line_cause(error)}"
 
 
-def _postprocess(logits, image, volume, settings) -> np.ndarray:
-    """Activation on the working grid, then labels back onto the input grid (see ``onto_input_grid``)."""
-    import torch
-
-    activation = settings.activation
-    if activation == "softmax":
-        logits = torch.softmax(logits, dim=0)
-    elif activation == "sigmoid":
-        logits = torch.sigmoid(logits)
-    threshold = settings.threshold if logits.shape[0] == 1 else None
-    original_affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
-    if tuple(logits.shape[1:]) == volume.shape[:3] and torch.allclose(image.affine, original_affine, atol=1e-6):
-        return labels_on_input_grid(logits, volume.ijk_to_ras, volume.shape[:3], volume.ijk_to_ras, threshold,
-                                    interpolation="nearest")
-    return labels_on_input_grid(logits, image.affine.numpy(), volume.shape[:3], volume.ijk_to_ras, threshold,
-                                interpolation=settings.interpolation)
+def _postprocess(scores, working_affine: np.ndarray, volume, settings) -> np.ndarray:
+    """Activation on the working grid (in place), then labels back onto the input grid (see ``onto_input_grid``)."""
+    if settings.activation == "softmax":
+        scores -= scores.amax(dim=0)
+        scores.exp_()
+        scores /= scores.sum(dim=0)
+    elif settings.activation == "sigmoid":
+        scores.sigmoid_()
+    threshold = settings.threshold if scores.shape[0] == 1 else None
+    return labels_on_input_grid(scores, working_affine, volume.shape[:3], volume.ijk_to_ras, threshold,
+                                settings.interpolation)
 
 
 def _default_labels(channels: int) -> dict:

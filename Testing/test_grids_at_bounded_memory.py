@@ -1,6 +1,7 @@
-"""Labels back onto the input's grid without full-size class scores: the same labels as MONAI's linear
-resampling of the scores followed by argmax (the reference, run here at full size), on the held-out
-phantoms through the sample model and on made-up geometries; the sidecar's "nearest" choice."""
+"""The TorchScript mode's grids at bounded memory: labels back onto the input's grid without full-size class
+scores (the same labels as MONAI's linear resampling of the scores then argmax, run here at full size as the
+reference), the working grid made a slab at a time (MONAI's Orientation and Spacing as the reference), the
+held-out phantoms end to end against the mode as it was, and the sidecar's "nearest" choice."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package
-from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid, torchscript
+from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid, onto_working_grid, torchscript
 from MonaiDeployerLib.inference.backends import onto_input_grid as onto
 from MonaiDeployerLib.testing.selftest import dice_per_label
 
@@ -106,21 +107,56 @@ def test_nearest_takes_each_voxels_nearest_working_grid_label():
     assert not np.array_equal(nearest, linear)  # the two choices differ at boundaries
 
 
-def test_held_out_phantoms_get_todays_labels_through_the_sample_model(sample_model, held_out):
-    """The TorchScript mode's own pre-processing and inference, then both ways back onto the input grid."""
+def todays_labels(model, package, volume) -> np.ndarray:
+    """The TorchScript mode as it was: MONAI's Orientation and Spacing (float64) on the whole volume, inference,
+    softmax, every class score resampled onto the input grid, argmax."""
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
+
+    settings = package.settings
+    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
+                       affine=torch.as_tensor(volume.ijk_to_ras))
+    image = Orientation(axcodes=settings.input.orientation, labels=torchscript.RAS_AXIS_LABELS)(image)
+    image = Spacing(pixdim=settings.input.spacing, mode="bilinear", padding_mode="border")(image)
+    image = ScaleIntensityRange(**settings.input.intensity)(image)
+    with torch.inference_mode():
+        scores = torchscript._infer(model, image.as_tensor()[None].float(), settings.inference, lambda *_: None)[0]
+    return full_size_reference(torch.softmax(scores, dim=0), image.affine.numpy(), volume.shape, volume.ijk_to_ras)
+
+
+def test_held_out_phantoms_get_todays_labels_through_the_sample_model(runner, sample_model, held_out):
     import torch
 
     package = open_package(sample_model)
     model = torch.jit.load(sample_model).eval()
-    settings = package.settings
     for case, volume, _truth in held_out:
-        image = torchscript._preprocess(volume, settings.input)
-        with torch.inference_mode():
-            scores = torchscript._infer(model, image.as_tensor()[None], settings.inference, lambda *_: None)[0]
-        scores = torch.softmax(scores, dim=0)
-        labels = torchscript._postprocess(scores, image, volume, settings.output)
-        reference = full_size_reference(scores, image.affine.numpy(), volume.shape, volume.ijk_to_ras)
+        labels = runner.run(package, volume).labelmap.array
+        reference = todays_labels(model, package, volume)
         assert np.mean(labels == reference) >= AGREEMENT, (case["name"], np.count_nonzero(labels != reference))
+
+
+@pytest.mark.parametrize(("orientation", "spacing"), [("RAS", [1.5, 1.5, 1.5]), (None, [1.2, 1.7, 2.0]),
+                                                      ("LPI", None)])
+def test_the_working_grid_is_monais_orientation_then_spacing_made_a_slab_at_a_time(held_out, monkeypatch,
+                                                                                  orientation, spacing):
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    monkeypatch.setattr(onto_working_grid, "SLAB_VOXELS", 1 << 12)  # many slabs even on these small volumes
+    for case, volume, _truth in held_out:
+        int16 = Volume(np.asfortranarray(np.round(volume.array).astype(np.int16)), volume.ijk_to_ras)
+        ours = onto_working_grid.working_grid_image(int16, orientation, spacing, torchscript.RAS_AXIS_LABELS)
+        reference = MetaTensor(torch.from_numpy(int16.array.astype(np.float32))[None],
+                               affine=torch.as_tensor(int16.ijk_to_ras))
+        if orientation:
+            reference = Orientation(axcodes=orientation, labels=torchscript.RAS_AXIS_LABELS)(reference)
+        if spacing:
+            reference = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(reference)
+        assert ours.shape == reference.shape and ours.dtype == torch.float32, case["name"]
+        assert torch.allclose(ours.affine, reference.affine.double(), atol=1e-9), case["name"]
+        assert torch.allclose(ours.as_tensor(), reference.as_tensor().float(), atol=0.05), case["name"]  # HU
 
 
 def test_a_sidecar_asking_for_nearest_labels_still_segments_the_held_out_phantoms(tmp_path, sample_model, held_out):
