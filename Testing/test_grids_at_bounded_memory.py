@@ -13,9 +13,15 @@ import numpy as np
 import pytest
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package
-from MonaiDeployerLib.inference.backends import argmax_over_channels, labels_on_grid, onto_working_grid, torchscript
+from MonaiDeployerLib.inference.backends import (
+    argmax_over_channels,
+    foreground,
+    labels_on_grid,
+    onto_working_grid,
+    torchscript,
+)
 from MonaiDeployerLib.inference.backends import onto_input_grid as onto
-from MonaiDeployerLib.testing.selftest import dice_per_label
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 AGREEMENT = 0.9999  # voxels whose label may differ: ties between classes broken by float rounding either way
 NEAREST_MINIMUM_DICE = 0.9  # nearest labels are blockier: the small lesion on the 3 mm case loses most
@@ -180,4 +186,62 @@ def test_an_unknown_interpolation_is_refused_with_the_choices(tmp_path, sample_m
     shutil.copy(sample_model, model)
     (tmp_path / "typo.json").write_text(json.dumps({"output": {"interpolation": "cubic"}}))
     with pytest.raises(PackageError, match=r"output\.interpolation must be one of linear, nearest"):
+        open_package(str(model))
+
+
+def test_the_foreground_box_holds_every_voxel_above_the_threshold_with_its_margin(monkeypatch):
+    monkeypatch.setattr(foreground, "SLAB_PLANES", 3)  # the box spans several slabs
+    array = np.full((20, 30, 25), -1000, dtype=np.int16)
+    array[4:9, 10:12, 7:20] = 50
+    array[0, 29, 24] = 1  # one voxel in a far corner: the margin stops at the edges
+    assert foreground.foreground_box(array, 0, 2) == (slice(0, 11), slice(8, 30), slice(5, 25))
+    array[0, 29, 24] = -1
+    assert foreground.foreground_box(array, 0, 2) == (slice(2, 11), slice(8, 14), slice(5, 22))
+    assert foreground.foreground_box(array, 100, 2) is None
+    channels = np.stack([np.full_like(array, -1000), array], axis=-1)  # the second channel decides
+    assert foreground.foreground_box(channels, 0, 0) == (slice(4, 9), slice(10, 12), slice(7, 20))
+
+
+def test_a_sidecar_asking_for_a_foreground_crop_gives_the_uncropped_labels(tmp_path, runner, sample_model, held_out):
+    model = tmp_path / "cropped.ts"
+    shutil.copy(sample_model, model)
+    sidecar = json.loads(Path(sample_model).with_suffix(".json").read_text())
+    sidecar["input"]["crop_foreground"] = {"threshold": -500}  # the body, without the air around it
+    (tmp_path / "cropped.json").write_text(json.dumps(sidecar))
+    package = open_package(str(model))
+    assert package.settings.input.crop_foreground == {"threshold": -500, "margin": 10}
+    whole = open_package(sample_model)
+    labels_of_package = package.labels
+    for case, volume, truth in held_out:
+        box = foreground.foreground_box(volume.array, -500, 10)
+        assert np.prod([part.stop - part.start for part in box]) < np.prod(volume.shape)  # it crops
+        labels = runner.run(package, volume).labelmap
+        assert labels.same_grid(volume, tolerance=1e-12)
+        outside = np.ones(volume.shape, dtype=bool)
+        outside[box] = False
+        assert not labels.array[outside].any()
+        scores = dice_per_label(labels.array, truth, labels_of_package)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], scores)
+        reference = runner.run(whole, volume).labelmap.array
+        assert np.mean(labels.array == reference) >= 0.995, case["name"]  # the crop moves the working grid a little
+
+
+def test_a_volume_without_foreground_is_segmented_whole(tmp_path, runner, sample_model):
+    model = tmp_path / "cropped.ts"
+    shutil.copy(sample_model, model)
+    sidecar = json.loads(Path(sample_model).with_suffix(".json").read_text())
+    sidecar["input"]["crop_foreground"] = {"threshold": 5000, "margin": 0}
+    (tmp_path / "cropped.json").write_text(json.dumps(sidecar))
+    volume = Volume(np.full((40, 40, 40), -1000, dtype=np.int16), np.diag([1.5, 1.5, 1.5, 1.0]))
+    result = runner.run(open_package(str(model)), volume)
+    assert result.labelmap.shape == volume.shape and not result.labelmap.array.any()
+
+
+@pytest.mark.parametrize(("crop", "message"), [({"margins": 3}, "takes threshold and margin"),
+                                               ({"margin": -1}, "a margin of 0 or more voxels")])
+def test_a_bad_foreground_crop_is_refused_with_its_key(tmp_path, sample_model, crop, message):
+    model = tmp_path / "typo.ts"
+    shutil.copy(sample_model, model)
+    (tmp_path / "typo.json").write_text(json.dumps({"input": {"crop_foreground": crop}}))
+    with pytest.raises(PackageError, match=message):
         open_package(str(model))

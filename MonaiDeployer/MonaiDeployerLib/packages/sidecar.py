@@ -22,13 +22,14 @@ SCHEMA = {
     "name": str,
     "version": str,
     "description": str,
-    "input": {"channels": int, "orientation": str, "spacing": list, "intensity": dict},
+    "input": {"channels": int, "orientation": str, "spacing": list, "intensity": dict, "crop_foreground": dict},
     "inference": {"roi_size": list, "sw_batch_size": int, "overlap": float, "mode": str},
     "output": {"activation": str, "threshold": float, "interpolation": str},
     "labels": dict,
     "requirements": dict,
 }
 INTENSITY_KEYS = {"a_min", "a_max", "b_min", "b_max", "clip"}
+CROP_DEFAULTS = {"threshold": 0.0, "margin": 10}  # MONAI's CropForeground (voxels above 0) as Auto3DSeg uses it
 
 
 def sidecar_path_for(model_path: str) -> str:
@@ -44,6 +45,7 @@ class TorchScriptInput(Settings):
     orientation: str | None = None  # axis codes such as "RAS"
     spacing: list | None = None  # mm
     intensity: dict | None = None  # ScaleIntensityRange's a_min, a_max, b_min, b_max (, clip)
+    crop_foreground: dict | None = None  # threshold (input units) and margin (voxels); None: the whole volume
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,14 @@ def _check_values(settings: dict, where: str) -> None:
     intensity = source["intensity"]
     if intensity is not None and not {"a_min", "a_max", "b_min", "b_max"} <= set(intensity) <= INTENSITY_KEYS:
         raise PackageError(f"{where}: input.intensity needs a_min, a_max, b_min, b_max (and optionally clip)")
+    crop = source["crop_foreground"]
+    if crop is not None:
+        if set(crop) - set(CROP_DEFAULTS):
+            raise PackageError(f"{where}: input.crop_foreground takes threshold and margin")
+        source["crop_foreground"] = crop = {**CROP_DEFAULTS, **crop}
+        if not isinstance(crop["threshold"], (int, float)) or not isinstance(crop["margin"], int) or crop["margin"] < 0:
+            raise PackageError(f"{where}: input.crop_foreground needs a number threshold and a margin of 0 or more "
+                               "voxels")
     if source["channels"] is not None and source["channels"] < 1:
         raise PackageError(f"{where}: input.channels must be at least 1")
     roi = inference["roi_size"]

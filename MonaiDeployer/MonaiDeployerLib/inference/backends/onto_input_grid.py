@@ -35,27 +35,48 @@ def labels_on_input_grid(scores, scores_to_ras: np.ndarray, shape: tuple, ijk_to
     to_source = np.linalg.solve(np.asarray(scores_to_ras, dtype=np.float64), np.asarray(ijk_to_ras, dtype=np.float64))
     shape = tuple(int(size) for size in shape)
     result = np.empty(shape, dtype=labels.numpy().dtype)
+    into = torch.from_numpy(result)  # torch copies a slab in 4 times faster than numpy's strided assignment
     planes_per_slab = max(1, SLAB_VOXELS // (shape[0] * shape[1]))
     if interpolation == "nearest":
         for start in range(0, shape[2], planes_per_slab):
             planes = range(start, min(shape[2], start + planes_per_slab))
-            index = [torch.from_numpy(np.rint(coordinate).astype(np.int64))
+            index = [np.rint(coordinate).astype(np.int64)
                      for coordinate in _source_coordinates(to_source, shape, planes, source_shape)]
-            result[:, :, planes.start:planes.stop] = labels[tuple(index)].numpy()
+            into[:, :, planes.start:planes.stop] = _gathered(labels, index)
         return result
     cells = _cell_labels(labels)
     for start in range(0, shape[2], planes_per_slab):
         planes = range(start, min(shape[2], start + planes_per_slab))
         coordinates = _source_coordinates(to_source, shape, planes, source_shape)
         corner = [np.floor(coordinate).astype(np.int64) for coordinate in coordinates]
-        slab = cells[tuple(torch.from_numpy(index) for index in corner)]
+        slab = _gathered(cells, corner)  # a new tensor: written in below
         mixed = slab == MIXED
         if bool(mixed.any()):
             where = mixed.numpy()
             points = [np.broadcast_to(coordinate, where.shape)[where] for coordinate in coordinates]
             slab[mixed] = _interpolated_labels(scores, points, threshold).to(slab.dtype)
-        result[:, :, planes.start:planes.stop] = slab.numpy()
+        into[:, :, planes.start:planes.stop] = slab
     return result
+
+
+def _gathered(table, index: list):
+    """``table[index[0], index[1], index[2]]`` for index arrays broadcastable to one slab.
+
+    When each index runs along its own axis of the slab (aligned grids), three ``index_select``
+    copy whole rows instead of gathering voxel by voxel: several times faster.
+    """
+    import torch
+
+    along = [[axis for axis, size in enumerate(part.shape) if size > 1] for part in index]
+    varying = {axes[0]: source_axis for source_axis, axes in enumerate(along) if len(axes) == 1}
+    if any(len(axes) > 1 for axes in along) or len(varying) < sum(1 for axes in along if axes):
+        return table[tuple(torch.from_numpy(part) for part in index)]
+    picked = table
+    for source_axis in sorted(range(3), key=lambda axis: index[axis].size):  # the slab's few planes first
+        picked = picked.index_select(source_axis, torch.from_numpy(index[source_axis].reshape(-1)))
+    unmatched = iter(source_axis for source_axis in range(3) if source_axis not in varying.values())
+    order = [varying[slab_axis] if slab_axis in varying else next(unmatched) for slab_axis in range(3)]
+    return picked.permute(order)
 
 
 def _labels_of(scores, threshold: float | None):

@@ -1,9 +1,9 @@
 """TorchScript mode: ``torch.jit.load`` plus the sidecar's pre/post-processing, with MONAI transforms.
 
-The volume is reoriented and resampled as the sidecar asks, scaled, run whole or by sliding
-window, and the labels are brought back onto the input's own grid as linear resampling of the class
-scores would make them (or nearest, when the sidecar asks), so the labelmap lies voxel for voxel on the
-input whatever the model's working grid.
+The volume is cropped to its foreground, reoriented and resampled as the sidecar asks, scaled, run
+whole or by sliding window, and the labels are brought back onto the input's own grid as linear
+resampling of the class scores would make them (or nearest, when the sidecar asks), so the labelmap
+lies voxel for voxel on the input whatever the model's working grid.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from . import (
     resolve_device,
     sliding_window_count,
 )
+from .foreground import cropped, foreground_box, pasted
 from .onto_input_grid import labels_on_input_grid
 from .onto_working_grid import working_grid_image
 
@@ -52,7 +53,10 @@ class TorchScriptBackend:
 
         report("preprocess", None)
         started = time.perf_counter()
-        image = _preprocess(volume, settings.input)
+        crop = settings.input.crop_foreground
+        box = None if crop is None else foreground_box(volume.array, crop["threshold"], crop["margin"])
+        seen = volume if box is None else cropped(volume, box)  # what the model sees
+        image = _preprocess(seen, settings.input)
         timings["preprocess"] = time.perf_counter() - started
 
         report("inference", 0.0)
@@ -68,7 +72,9 @@ class TorchScriptBackend:
             started = time.perf_counter()
             scores = logits[0].float().cpu()
             del logits  # one copy of the scores from here on: the activation works in place
-            labelmap = _postprocess(scores, image.affine.numpy(), volume, settings.output)
+            labelmap = _postprocess(scores, image.affine.numpy(), seen, settings.output)
+        if box is not None:
+            labelmap = pasted(labelmap, box, volume.shape[:3])
         timings["postprocess"] = time.perf_counter() - started
         labels = package.labels or _default_labels(len(scores))
         return Segmented(labelmap, labels, dict(package.colors), timings, cached)
