@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from todays_pipeline import full_size_reference, todays_labels
 
 from MonaiDeployerLib import PackageError, Runner, Volume, open_package
 from MonaiDeployerLib.inference.backends import (
@@ -25,20 +26,6 @@ from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 AGREEMENT = 0.9999  # voxels whose label may differ: ties between classes broken by float rounding either way
 NEAREST_MINIMUM_DICE = 0.9  # nearest labels are blockier: the small lesion on the 3 mm case loses most
-
-
-def full_size_reference(scores, scores_to_ras, shape, ijk_to_ras, threshold=None) -> np.ndarray:
-    """What the TorchScript mode did before: MONAI resamples every class score onto the input grid, then argmax."""
-    import torch
-    from monai.data import MetaTensor
-    from monai.transforms import SpatialResample
-
-    resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
-    resampled = resample(MetaTensor(torch.as_tensor(scores), affine=torch.as_tensor(scores_to_ras)),
-                         dst_affine=torch.as_tensor(ijk_to_ras), spatial_size=shape).as_tensor()
-    if resampled.shape[0] == 1:
-        return (resampled[0] > threshold).numpy().astype(np.uint8)
-    return argmax_over_channels(resampled).numpy()
 
 
 def smooth_scores(classes: int, shape: tuple, seed: int):
@@ -111,24 +98,6 @@ def test_nearest_takes_each_voxels_nearest_working_grid_label():
     assert np.mean(nearest[inside] == expected[inside]) >= AGREEMENT
     linear = onto.labels_on_input_grid(scores, working, shape, ijk_to_ras)
     assert not np.array_equal(nearest, linear)  # the two choices differ at boundaries
-
-
-def todays_labels(model, package, volume) -> np.ndarray:
-    """The TorchScript mode as it was: MONAI's Orientation and Spacing (float64) on the whole volume, inference,
-    softmax, every class score resampled onto the input grid, argmax."""
-    import torch
-    from monai.data import MetaTensor
-    from monai.transforms import Orientation, ScaleIntensityRange, Spacing
-
-    settings = package.settings
-    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
-                       affine=torch.as_tensor(volume.ijk_to_ras))
-    image = Orientation(axcodes=settings.input.orientation, labels=torchscript.RAS_AXIS_LABELS)(image)
-    image = Spacing(pixdim=settings.input.spacing, mode="bilinear", padding_mode="border")(image)
-    image = ScaleIntensityRange(**settings.input.intensity)(image)
-    with torch.inference_mode():
-        scores = torchscript._infer(model, image.as_tensor()[None].float(), settings.inference, lambda *_: None)[0]
-    return full_size_reference(torch.softmax(scores, dim=0), image.affine.numpy(), volume.shape, volume.ijk_to_ras)
 
 
 def test_held_out_phantoms_get_todays_labels_through_the_sample_model(runner, sample_model, held_out):
