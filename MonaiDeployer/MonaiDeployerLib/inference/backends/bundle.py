@@ -31,6 +31,7 @@ from . import (
 )
 from .bundle_chain import find_argmax_chain, labels_through_chain, runs_as_one_resampling
 from .bundle_config import LoadedImaged, in_memory_transforms, instantiate, parse_inference_config
+from .bundle_geometry import geometric_run, run_in_slabs
 
 PIPELINES_KEPT = 2
 PRED = "pred"
@@ -123,7 +124,7 @@ class BundlePipeline:
         timings = {}
         report("preprocess", None)
         started = time.perf_counter()
-        data = self._run_transforms(self.preprocessing, {self.image_key: _as_loaded_image(volume)}, "pre")
+        data = self._preprocess({self.image_key: _as_loaded_image(volume)})
         timings["preprocess"] = time.perf_counter() - started
 
         report("inference", 0.0)
@@ -138,6 +139,27 @@ class BundlePipeline:
             labelmap, labels = self._postprocess(data, prediction, volume)
         timings["postprocess"] = time.perf_counter() - started
         return Segmented(labelmap, labels, timings=timings)
+
+    def _preprocess(self, data: dict) -> dict:
+        """The bundle's pre-processing; its reorientation and respacing a slab at a time (``bundle_geometry``)."""
+        transforms = self.preprocessing.transforms
+        index = 0
+        while index < len(transforms):
+            stop = geometric_run(transforms, index, self.image_key)
+            done = self._in_slabs(transforms[index:stop], data) if stop > index else None
+            if done is not None:
+                data, index = done, stop
+                continue
+            data = self._run_transforms(self.preprocessing, data, "pre", part=slice(index, index + 1))
+            index += 1
+        return data
+
+    def _in_slabs(self, steps, data: dict) -> dict | None:
+        try:
+            return run_in_slabs(steps, data, self.image_key)
+        except Exception as error:  # MONAI's planning of the bundle's own steps can raise anything
+            names = ", ".join(type(step).__name__ for step in steps)
+            raise PackageError(f"the bundle's preprocessing failed ({names}): {one_line_cause(error)}") from error
 
     def _run_transforms(self, compose, data: dict, kind: str, watch=None, part: slice = slice(None)) -> dict:
         from monai.transforms import apply_transform

@@ -21,7 +21,6 @@ def working_grid_image(volume, orientation: str | None, spacing: list | None, ax
     """The volume reoriented and respaced (linear, border padding) as a float32 ``MetaTensor`` [C, I, J, K]."""
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import SpatialResample
 
     from . import channel_first_float32, native_byte_order
 
@@ -31,21 +30,38 @@ def working_grid_image(volume, orientation: str | None, spacing: list | None, ax
     source = torch.from_numpy(native_byte_order(volume.array))
     source = source.movedim(-1, 0) if source.ndim == 4 else source[None]
     target_affine, target_shape = _planned_grid(source, affine, orientation, spacing, axis_labels)
+    resampled = resampled_in_slabs(source, affine, target_affine, target_shape)
+    return MetaTensor(resampled, affine=target_affine)
+
+
+def resampled_in_slabs(source, affine, target_affine, target_shape: tuple, mode: str = "bilinear",
+                       padding_mode: str = "border", align_corners: bool = False, dtype=None):
+    """``source`` [C, I, J, K] (any dtype, any order) on ``affine``, resampled by MONAI onto the target grid.
+
+    One ``SpatialResample`` per slab of the target, each from the box of source planes it reads, so only a slab is
+    ever converted to ``dtype``, the type it computes in (float32 by default). The result is float32, as MONAI's.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    dtype = dtype or torch.float32
+    affine, target_affine = torch.as_tensor(affine, dtype=torch.float64), torch.as_tensor(target_affine).double()
     to_source = np.linalg.solve(affine.numpy(), target_affine.numpy())
-    resample = SpatialResample(mode="bilinear", padding_mode="border", dtype=torch.float32)
+    resample = SpatialResample(mode=mode, padding_mode=padding_mode, align_corners=align_corners, dtype=dtype)
     result = torch.empty((source.shape[0], *target_shape), dtype=torch.float32)
     planes = max(1, SLAB_VOXELS // (target_shape[0] * target_shape[1]))
     for start in range(0, target_shape[2], planes):
         slab_shape = (*target_shape[:2], min(planes, target_shape[2] - start))
         low, high = _source_box(to_source, slab_shape, start, source.shape[1:])
-        part = source[(slice(None), *(slice(a, b) for a, b in zip(low, high, strict=True)))].float()
+        part = source[(slice(None), *(slice(a, b) for a, b in zip(low, high, strict=True)))].to(dtype)
         part_affine = affine.clone()
         part_affine[:3, 3] += affine[:3, :3] @ torch.as_tensor(low, dtype=torch.float64)
         slab_affine = target_affine.clone()
         slab_affine[:3, 3] += target_affine[:3, 2] * start
         result[..., start:start + slab_shape[2]] = resample(
             MetaTensor(part, affine=part_affine), dst_affine=slab_affine, spatial_size=slab_shape).as_tensor()
-    return MetaTensor(result, affine=target_affine)
+    return result
 
 
 def _planned_grid(source, affine, orientation: str | None, spacing: list | None, axis_labels) -> tuple:

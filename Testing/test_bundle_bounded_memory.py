@@ -1,5 +1,6 @@
-"""A bundle's Invertd -> AsDiscreted(argmax) run without full-size class scores gives the labels the bundle's
-own transforms give (run here as written, at full size), and is taken only where it is the same computation."""
+"""A bundle at bounded memory: its Orientationd/Spacingd run a slab at a time and its Invertd -> AsDiscreted(argmax)
+without full-size class scores give what the bundle's own transforms give run as written at full size (the
+reference here), and each is taken only where it is the same computation."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def labels_both_ways(pipeline, volume, monkeypatch) -> tuple[np.ndarray, np.ndar
     return quick, as_written, len(calls)
 
 
+def assert_preprocessed_as_written(pipeline, volume, context: str) -> None:
+    """The slab-wise pre-processing gives the image (voxels, grid, recorded operations) the steps give as written."""
+    import torch
+
+    ours = pipeline._preprocess({pipeline.image_key: bundle._as_loaded_image(volume)})[pipeline.image_key]
+    as_written = pipeline._run_transforms(pipeline.preprocessing, {pipeline.image_key: bundle._as_loaded_image(volume)},
+                                          "pre")[pipeline.image_key]
+    assert ours.shape == as_written.shape and ours.dtype == as_written.dtype, context
+    assert torch.allclose(ours.affine, as_written.affine, atol=1e-9), context
+    assert torch.allclose(ours.as_tensor(), as_written.as_tensor(), atol=1e-4), context  # after intensity scaling
+
+    def recorded(image):
+        return [(step["class"], step["orig_size"], step["lazy"]) for step in image.applied_operations]
+
+    assert recorded(ours) == recorded(as_written), context
+
+
 def edited_sample_bundle(tmp_path: Path, edit) -> Path:
     folder = Path(shutil.copytree(SAMPLE_BUNDLE, tmp_path / "PhantomBundle"))
     config_path = folder / "configs" / "inference.json"
@@ -54,10 +72,11 @@ def edited_sample_bundle(tmp_path: Path, edit) -> Path:
     return folder
 
 
-def test_the_sample_bundle_gets_the_same_labels_on_every_held_out_grid(held_out, monkeypatch):
+def test_the_sample_bundle_gets_the_same_image_and_labels_on_every_held_out_grid(held_out, monkeypatch):
     pipeline = pipeline_of(SAMPLE_BUNDLE)
     assert pipeline.argmax_chain is not None
     for case, volume, _truth in held_out:
+        assert_preprocessed_as_written(pipeline, volume, case["name"])
         quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
         assert calls == 1, case["name"]
         assert np.mean(quick == as_written) >= AGREEMENT, (case["name"], np.count_nonzero(quick != as_written))
@@ -68,10 +87,11 @@ def test_the_sample_bundle_gets_the_same_labels_on_every_held_out_grid(held_out,
 @pytest.mark.parametrize(("name", "taken"), [("spleen_ct_segmentation", True), ("pancreas_ct_dints_segmentation", True),
                                              ("ventricular_short_axis_3label", True),
                                              ("segmentation_template", False)])
-def test_model_zoo_configs_take_the_chain_where_they_have_it_with_the_same_labels(tmp_path, monkeypatch, name, taken):
+def test_model_zoo_configs_get_the_same_image_and_take_the_chain_where_they_have_it(tmp_path, monkeypatch, name, taken):
     image, _ = sampledata.render_phantom(SHAPE, oblique_grid(), seed=4242)
     volume = Volume(image, oblique_grid())
     pipeline = pipeline_of(make_zoo_bundle(name, tmp_path / name))
+    assert_preprocessed_as_written(pipeline, volume, name)
     quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
     assert calls == (1 if taken else 0)
     assert np.mean(quick == as_written) >= AGREEMENT
