@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-SLAB_VOXELS = 1 << 20  # input voxels labelled at a time: with 15 classes, 60 MB of scores where all are mixed
+SLAB_VOXELS = 1 << 19  # input voxels labelled at a time: with 15 classes, 30 MB of scores where all are mixed
 MIXED = -1  # a working-grid cell whose corners disagree
 
 
@@ -98,14 +98,15 @@ def _cell_labels(labels):
     """
     import torch
 
-    wider = labels.to(torch.int16 if labels.dtype == torch.uint8 else torch.int64)
-    low, high = wider.clone(), wider.clone()
+    low = labels.to(torch.int16 if labels.dtype == torch.uint8 else torch.int64)
+    high = low.clone()
     for axis in range(3):
         for extreme, pick in ((low, torch.minimum), (high, torch.maximum)):
             ahead = extreme.narrow(axis, 1, extreme.shape[axis] - 1)
             behind = extreme.narrow(axis, 0, extreme.shape[axis] - 1)
             behind.copy_(pick(behind, ahead))
-    return torch.where(low == high, wider, torch.full_like(wider, MIXED))
+    low[low != high] = MIXED  # where the lowest and highest corner label agree, that is the cell's label
+    return low
 
 
 def _source_coordinates(to_source: np.ndarray, shape: tuple, planes: range, source_shape: tuple) -> list:

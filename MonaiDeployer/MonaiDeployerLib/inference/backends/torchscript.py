@@ -61,18 +61,20 @@ class TorchScriptBackend:
 
         report("inference", 0.0)
         started = time.perf_counter()
+        working_shape, working_affine = tuple(image.shape[1:]), image.affine.numpy()
         with torch.inference_mode():
             logits = _infer(model, image.as_tensor()[None].to(device), settings.inference, report)
-            if logits.shape[2:] != image.shape[1:]:
+            del image  # the model's input is not needed any more
+            if logits.shape[2:] != working_shape:
                 raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
-                                   f"{tuple(image.shape[1:])}; a segmentation model must keep the shape")
+                                   f"{working_shape}; a segmentation model must keep the shape")
             timings["inference"] = time.perf_counter() - started
 
             report("postprocess", None)
             started = time.perf_counter()
             scores = logits[0].float().cpu()
             del logits  # one copy of the scores from here on: the activation works in place
-            labelmap = _postprocess(scores, image.affine.numpy(), seen, settings.output)
+            labelmap = _postprocess(scores, working_affine, seen, settings.output)
         if box is not None:
             labelmap = pasted(labelmap, box, volume.shape[:3])
         timings["postprocess"] = time.perf_counter() - started
