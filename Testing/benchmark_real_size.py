@@ -5,7 +5,8 @@ Measured: the floor (MONAI's sliding window of the sample model called in this p
 sample's sidecar, and the sample's sidecar asking for nearest labels and for a foreground crop; for each run the
 worker's peak resident memory during it, as a multiple of the volume's bytes; and the share of voxels the sidecar
 labels as the mode did with full-size class scores (``todays_pipeline``, in this process).
-Each warm row is one timed run after one untimed run that loads the model: at this size a run takes tens of seconds.
+Each warm row is the faster of two timed runs after one untimed run that loads the model (the floor likewise after
+one untimed call): the forward passes alone vary by a third from run to run here. The peak is over both runs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SHAPE = (512, 512, 400)
 SPACING_MM = (0.7, 0.7, 1.0)
 SLAB = 40  # planes rendered at a time: the voxel centres of the whole volume would take 2.4 GB
 MANY_CLASSES = 14
+TIMED_RUNS = 2  # the same run's time varies by a third from one run to the next on this machine
 
 
 def real_size_volume() -> Volume:
@@ -64,9 +66,7 @@ def floor_seconds(model_path: str, package) -> float:
                                      mode=window.mode)
 
     sliding()  # TorchScript optimises on its first calls
-    started = time.perf_counter()
-    sliding()
-    return time.perf_counter() - started
+    return best_of(TIMED_RUNS, sliding)[0]
 
 
 def many_class_model(model_path: str, folder: Path, classes: int = MANY_CLASSES) -> str:
@@ -84,6 +84,16 @@ def many_class_model(model_path: str, folder: Path, classes: int = MANY_CLASSES)
     return str(path)
 
 
+def best_of(runs: int, call) -> tuple[float, object]:
+    """(the fastest of ``runs`` calls in seconds, the last call's answer): one slow run of a shared machine aside."""
+    fastest, answer = float("inf"), None
+    for _ in range(runs):
+        started = time.perf_counter()
+        answer = call()
+        fastest = min(fastest, time.perf_counter() - started)
+    return fastest, answer
+
+
 def sidecar_variant(model_path: str, folder: Path, name: str, section: str, **settings) -> str:
     """The sample model beside a copy of its sidecar with ``settings`` changed in ``section``."""
     path = folder / f"{name}.ts"
@@ -95,19 +105,17 @@ def sidecar_variant(model_path: str, folder: Path, name: str, section: str, **se
 
 
 def peak_run(runner: Runner, package, volume: Volume) -> tuple[float, int | None, dict, np.ndarray]:
-    """(seconds, the worker's peak resident bytes during this run or None off Linux, stage timings, labels) of a
-    warm run.
+    """(seconds, the worker's peak resident bytes during the timed runs or None off Linux, stage timings, labels) of
+    warm runs: the fastest's seconds, the last's timings and labels.
 
-    The kernel's high-water mark (``VmHWM``) is reset before the run (``clear_refs`` 5), so the peak is this run's.
+    The kernel's high-water mark (``VmHWM``) is reset before the runs (``clear_refs`` 5), so the peak is theirs.
     """
     runner.run(package, volume, trust=True)  # loads the model; the worker now runs
     status = Path(f"/proc/{runner.client.pid}")
     measurable = (status / "clear_refs").exists()
     if measurable:
         (status / "clear_refs").write_text("5")
-    started = time.perf_counter()
-    result = runner.run(package, volume, trust=True)
-    seconds = time.perf_counter() - started
+    seconds, result = best_of(TIMED_RUNS, lambda: runner.run(package, volume, trust=True))
     peak = None
     if measurable:
         line = next(line for line in (status / "status").read_text().splitlines() if line.startswith("VmHWM:"))
@@ -155,7 +163,7 @@ def report(figures: dict, stages) -> None:
         return "-" if bytes_ is None else f"{bytes_ / 2**30:.2f} GiB = {bytes_ / volume_bytes:.1f} x the volume"
 
     print(f"real size: {'x'.join(map(str, SHAPE))} int16 ({volume_bytes / 2**20:.0f} MiB), "
-          f"{'x'.join(map(str, SPACING_MM))} mm; working grid {grid}; one warm run each")
+          f"{'x'.join(map(str, SPACING_MM))} mm; working grid {grid}; fastest of {TIMED_RUNS} warm runs each")
     print(f"{'what':38s} {'seconds':>9s} {'x base':>8s}  worker peak")
     rows = [("raw MONAI sliding window (floor)", figures["floor"], figures["floor"], None),
             ("warm runner, sample sidecar", figures["sidecar"][0], figures["floor"], "sidecar"),
