@@ -46,21 +46,40 @@ def labels_both_ways(pipeline, volume, monkeypatch) -> tuple[np.ndarray, np.ndar
     return quick, as_written, len(calls)
 
 
-def assert_preprocessed_as_written(pipeline, volume, context: str) -> None:
-    """The slab-wise pre-processing gives the image (voxels, grid, recorded operations) the steps give as written."""
-    import torch
+def preprocessed_both_ways(pipeline, volume, monkeypatch) -> tuple:
+    """(the image from the slab-wise pre-processing, the image from every step as written, slab runs taken)."""
+    calls = []
+    in_slabs = bundle.run_in_slabs
 
+    def counted(*arguments):
+        done = in_slabs(*arguments)
+        calls.append(done is not None)
+        return done
+
+    monkeypatch.setattr(bundle, "run_in_slabs", counted)
     ours = pipeline._preprocess({pipeline.image_key: bundle._as_loaded_image(volume)})[pipeline.image_key]
     as_written = pipeline._run_transforms(pipeline.preprocessing, {pipeline.image_key: bundle._as_loaded_image(volume)},
                                           "pre")[pipeline.image_key]
+    return ours, as_written, sum(calls)
+
+
+def assert_same_image(ours, as_written, context: str) -> None:
+    """Voxels, grid and the operations Invertd will undo (with what they record) as the steps give them."""
+    import torch
+
     assert ours.shape == as_written.shape and ours.dtype == as_written.dtype, context
     assert torch.allclose(ours.affine, as_written.affine, atol=1e-9), context
     assert torch.allclose(ours.as_tensor(), as_written.as_tensor(), atol=1e-4), context  # after intensity scaling
-
-    def recorded(image):
-        return [(step["class"], step["orig_size"], step["lazy"]) for step in image.applied_operations]
-
-    assert recorded(ours) == recorded(as_written), context
+    assert len(ours.applied_operations) == len(as_written.applied_operations), context
+    for mine, theirs in zip(ours.applied_operations, as_written.applied_operations, strict=True):
+        assert (mine["class"], mine["id"], mine["orig_size"], mine["lazy"]) == \
+            (theirs["class"], theirs["id"], theirs["orig_size"], theirs["lazy"]), context
+        assert set(mine["extra_info"]) == set(theirs["extra_info"]), context
+        for key, value in theirs["extra_info"].items():
+            if isinstance(value, (torch.Tensor, np.ndarray)):
+                assert np.allclose(np.asarray(mine["extra_info"][key]), np.asarray(value), atol=1e-9), (context, key)
+            else:
+                assert mine["extra_info"][key] == value, (context, key)
 
 
 def edited_sample_bundle(tmp_path: Path, edit) -> Path:
@@ -76,7 +95,9 @@ def test_the_sample_bundle_gets_the_same_image_and_labels_on_every_held_out_grid
     pipeline = pipeline_of(SAMPLE_BUNDLE)
     assert pipeline.argmax_chain is not None
     for case, volume, _truth in held_out:
-        assert_preprocessed_as_written(pipeline, volume, case["name"])
+        image, image_as_written, slab_runs = preprocessed_both_ways(pipeline, volume, monkeypatch)
+        assert slab_runs == 1, case["name"]
+        assert_same_image(image, image_as_written, case["name"])
         quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
         assert calls == 1, case["name"]
         assert np.mean(quick == as_written) >= AGREEMENT, (case["name"], np.count_nonzero(quick != as_written))
@@ -84,14 +105,18 @@ def test_the_sample_bundle_gets_the_same_image_and_labels_on_every_held_out_grid
 
 
 @pytest.mark.skipif(not MODEL_ZOO.is_dir(), reason="../shared/model-zoo is not beside the repository")
-@pytest.mark.parametrize(("name", "taken"), [("spleen_ct_segmentation", True), ("pancreas_ct_dints_segmentation", True),
-                                             ("ventricular_short_axis_3label", True),
-                                             ("segmentation_template", False)])
-def test_model_zoo_configs_get_the_same_image_and_take_the_chain_where_they_have_it(tmp_path, monkeypatch, name, taken):
+@pytest.mark.parametrize(("name", "respaces", "taken"), [("spleen_ct_segmentation", True, True),
+                                                         ("pancreas_ct_dints_segmentation", True, True),
+                                                         ("ventricular_short_axis_3label", False, True),
+                                                         ("segmentation_template", False, False)])
+def test_model_zoo_configs_get_the_same_image_and_take_the_chain_where_they_have_it(tmp_path, monkeypatch, name,
+                                                                                  respaces, taken):
     image, _ = sampledata.render_phantom(SHAPE, oblique_grid(), seed=4242)
     volume = Volume(image, oblique_grid())
     pipeline = pipeline_of(make_zoo_bundle(name, tmp_path / name))
-    assert_preprocessed_as_written(pipeline, volume, name)
+    ours, image_as_written, slab_runs = preprocessed_both_ways(pipeline, volume, monkeypatch)
+    assert slab_runs == (1 if respaces else 0)
+    assert_same_image(ours, image_as_written, name)
     quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
     assert calls == (1 if taken else 0)
     assert np.mean(quick == as_written) >= AGREEMENT
@@ -130,3 +155,34 @@ def test_steps_after_the_chain_run_on_its_labels(tmp_path, held_out, monkeypatch
     assert calls == 1
     assert np.mean(quick == as_written) >= AGREEMENT
     assert set(np.unique(quick)) == {0, 1}
+
+
+def test_a_respacing_that_recomputes_its_affine_runs_as_written(tmp_path, held_out, monkeypatch):
+    """MONAI cannot plan ``recompute_affine`` lazily: the steps then run as the bundle wrote them."""
+    def recompute(config):
+        spacing = next(step for step in config["preprocessing"]["transforms"] if step["_target_"] == "Spacingd")
+        spacing["recompute_affine"] = True
+
+    pipeline = pipeline_of(edited_sample_bundle(tmp_path, recompute))
+    _, volume, _ = held_out[2]
+    ours, image_as_written, slab_runs = preprocessed_both_ways(pipeline, volume, monkeypatch)
+    assert slab_runs == 0
+    assert_same_image(ours, image_as_written, "recompute_affine")
+    assert pipeline.segment(volume, lambda *_: None).labelmap.shape == volume.shape
+
+
+def test_two_respacings_are_not_undone_as_one(tmp_path, held_out, monkeypatch):
+    def respace_twice(config):
+        steps = config["preprocessing"]["transforms"]
+        at = next(index for index, step in enumerate(steps) if step["_target_"] == "ScaleIntensityRanged")
+        steps.insert(at + 1, {"_target_": "Spacingd", "keys": "@image_key", "pixdim": [2.0, 2.0, 2.0],
+                              "mode": "bilinear"})
+
+    pipeline = pipeline_of(edited_sample_bundle(tmp_path, respace_twice))
+    _, volume, _ = held_out[0]
+    ours, image_as_written, slab_runs = preprocessed_both_ways(pipeline, volume, monkeypatch)
+    assert slab_runs == 2  # each respacing alone is one resampling
+    assert_same_image(ours, image_as_written, "two respacings")
+    quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
+    assert calls == 0  # but their inverse is two
+    assert np.array_equal(quick, as_written)

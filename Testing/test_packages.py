@@ -30,7 +30,7 @@ def test_without_sidecar_the_documented_defaults_apply(tiny_models):
     assert package.labels == {}
     assert package.sidecar == ""
     assert package.settings.input.to_dict() == {"channels": None, "orientation": None, "spacing": None,
-                                                "intensity": None}
+                                                "intensity": None, "crop_foreground": None}
     assert package.settings.inference.roi_size is None
     assert package.settings.output.to_dict() == {"activation": "none", "threshold": 0.5, "interpolation": "linear"}
 

@@ -170,13 +170,21 @@ class Worker:
         return {"import": time.perf_counter() - started}
 
     def run(self, request: dict) -> dict:
-        request_id = request.get("id")
+        """Import what the kind needs, then segment in a frame of its own.
+
+        MONAI keeps the tracebacks of the optional imports that fail while it is first imported, and so
+        every frame that called the import, with the locals those frames end with: a frame that imported
+        MONAI and then held the volume would keep the first run's input and labels alive for good.
+        """
         package = PackageInfo.from_dict(request["package"])
         kind = package.kind
         backend = self._backends.get(kind.mode)
         if backend is None:  # one per kind, kept: loaded models stay loaded
             backend = self._backends[kind.mode] = kind.create_backend()
-        timings = self._import(kind.worker_imports)
+        return self._segment(request, package, backend, self._import(kind.worker_imports))
+
+    def _segment(self, request: dict, package, backend, timings: dict) -> dict:
+        request_id = request.get("id")
         started = time.perf_counter()
         volume = Volume(np.load(request["input"], allow_pickle=False), np.asarray(request["ijk_to_ras"]))
         timings["read_input"] = time.perf_counter() - started

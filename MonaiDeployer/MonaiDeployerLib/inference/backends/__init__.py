@@ -33,9 +33,17 @@ def input_channels(volume) -> int:
     return volume.array.shape[3] if volume.array.ndim == 4 else 1
 
 
-def native_byte_order(array: np.ndarray) -> np.ndarray:
-    """The array itself, or a copy in this machine's byte order (torch takes no other)."""
-    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+def tensor_view(array: np.ndarray):
+    """The array as a torch tensor sharing its memory, or a float32 copy where torch cannot share it.
+
+    torch takes neither another byte order nor negative strides (a flipped view), nor, before 2.3, uint16/uint32.
+    """
+    import torch
+
+    try:
+        return torch.from_numpy(array)
+    except (TypeError, ValueError, RuntimeError):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def channel_first_float32(volume):
@@ -46,7 +54,7 @@ def channel_first_float32(volume):
     """
     import torch
 
-    source = torch.from_numpy(native_byte_order(volume.array))
+    source = tensor_view(volume.array)
     source = source.movedim(-1, 0) if source.ndim == 4 else source[None]
     converted = torch.empty(source.shape, dtype=torch.float32)
     converted.copy_(source)

@@ -3,7 +3,8 @@
 Most segmentation bundles end with ``Activationsd`` (softmax) -> ``Invertd`` -> ``AsDiscreted(argmax)``:
 the class probabilities go back through the inverse of the pre-processing at the input's size (in
 the pre-processing's float64, 8 bytes x classes x voxels), then argmax. When the pre-processing that
-``Invertd`` undoes is reorientation and respacing (linear or nearest, border padding), that inverse is
+``Invertd`` undoes is reorientation and one linear respacing with border padding (or any respacing when
+``Invertd`` asks for nearest), that inverse is
 one resampling from the working grid onto the input's grid, and ``onto_input_grid`` gives the labels
 argmax would give, a slab at a time. Anything else (a crop, a zoom, another padding, options on
 either transform) runs as the bundle wrote it.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from .onto_input_grid import labels_on_input_grid
 
 REORIENTATIONS = ("Orientation",)
-RESAMPLINGS = ("SpatialResample", "Spacing")
+RESAMPLINGS = ("SpatialResample",)  # as Spacing records itself
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ArgmaxChain:
     """``Invertd`` at ``start`` in the post-processing, ``AsDiscreted(argmax)`` right after it."""
 
     start: int
-    interpolation: str  # "nearest" when Invertd asks for nearest_interp, else the pre-processing's own ("linear")
+    interpolation: str  # "nearest" when Invertd asks for nearest_interp, else "linear"
 
     @property
     def stop(self) -> int:
@@ -67,6 +68,9 @@ def runs_as_one_resampling(image, chain: ArgmaxChain, channels: int) -> bool:
 
     if channels < 2 or image.pending_operations:
         return False
+    names = [operation[TraceKeys.CLASS_NAME] for operation in image.applied_operations]
+    if sum(name in RESAMPLINGS for name in names) > 1:  # undoing two resamplings in turn is not one resampling
+        return False
     for operation in image.applied_operations:
         name = operation[TraceKeys.CLASS_NAME]
         if name in REORIENTATIONS:
@@ -80,6 +84,6 @@ def runs_as_one_resampling(image, chain: ArgmaxChain, channels: int) -> bool:
 
 
 def labels_through_chain(prediction, volume, chain: ArgmaxChain):
-    """The labels ``Invertd`` then ``AsDiscreted(argmax)`` give, on the input's grid, as a uint8 array."""
+    """The labels ``Invertd`` then ``AsDiscreted(argmax)`` give, on the input's grid (uint8; int32 past 256 classes)."""
     return labels_on_input_grid(prediction.as_tensor().float().cpu(), prediction.affine.double().cpu().numpy(),
                                 volume.shape[:3], volume.ijk_to_ras, interpolation=chain.interpolation)

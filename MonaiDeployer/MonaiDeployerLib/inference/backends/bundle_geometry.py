@@ -6,13 +6,15 @@ its output. Here MONAI plans the same steps lazily on a stand-in of the image's 
 and the one resampling they amount to runs slab by slab (``onto_working_grid``) with the plan's
 mode, padding and type. The image then carries the operations the eager steps record, so the
 bundle's ``Invertd`` undoes them as before. Runs of these steps on the image key alone, with at most
-one resampling, are taken; anything else runs as written.
+one resampling that reads only neighbours (linear or nearest, border or zero padding), are taken;
+anything else runs as written.
 """
 
 from __future__ import annotations
 
 GEOMETRIC_STEPS = ("Orientationd", "Spacingd")
-LAZY_ONLY_KEYS = ("lazy_shape", "lazy_affine")
+LOCAL_MODES = ("bilinear", "nearest")  # each output voxel reads only its neighbours: a slab's box is enough
+LOCAL_PADDINGS = ("border", "zeros")
 
 
 def geometric_run(transforms, start: int, image_key: str) -> int:
@@ -28,8 +30,9 @@ def geometric_run(transforms, start: int, image_key: str) -> int:
 
 
 def run_in_slabs(steps, data: dict, image_key: str) -> dict | None:
-    """``data`` after ``steps`` (a ``geometric_run``), the image resampled a slab at a time; None when the image is
-    not a plain ``MetaTensor`` (the steps then run as written)."""
+    """``data`` after ``steps`` (a ``geometric_run``), the image resampled a slab at a time; None when that would not
+    be the steps' own computation (the image is not a plain ``MetaTensor``, MONAI cannot plan a step lazily, or the
+    resampling reads beyond its neighbours: spline orders, reflection padding), and the steps then run as written."""
     import torch
     from monai.data import MetaTensor
     from monai.utils import TraceKeys
@@ -39,34 +42,54 @@ def run_in_slabs(steps, data: dict, image_key: str) -> dict | None:
     image = data[image_key]
     if not isinstance(image, MetaTensor) or image.pending_operations:
         return None
+    plan = _planned(steps, data, image_key)
+    if plan is None:
+        return None
+    resampling = next((operation[TraceKeys.EXTRA_INFO] for operation in plan.pending_operations
+                       if operation[TraceKeys.CLASS_NAME] == "SpatialResample"), {})
+    mode, padding = resampling.get("mode", "bilinear"), resampling.get("padding_mode", "border")
+    if mode not in LOCAL_MODES or padding not in LOCAL_PADDINGS:
+        return None
+    align_corners = resampling.get("align_corners", False)
+    voxels = resampled_in_slabs(
+        image.as_tensor(), image.affine, plan.peek_pending_affine(), tuple(int(n) for n in plan.peek_pending_shape()),
+        mode=mode, padding_mode=padding, align_corners=False if align_corners == TraceKeys.NONE else align_corners,
+        dtype=getattr(torch, resampling.get("dtype", "float32")))
+    done = MetaTensor(voxels, affine=plan.peek_pending_affine(), meta=_without_affine(plan.meta),
+                      applied_operations=[*image.applied_operations, *map(_as_applied, plan.pending_operations)])
+    return {**data, image_key: done}
+
+
+def _planned(steps, data: dict, image_key: str):
+    """The image after ``steps`` run lazily on a stand-in of its shape (no voxels), or None when MONAI cannot."""
+    import torch
+    from monai.data import MetaTensor
+
+    image = data[image_key]
     stand_in = MetaTensor(torch.zeros(1, dtype=image.dtype).expand(image.shape), affine=image.affine,
-                          meta=dict(image.meta), applied_operations=list(image.applied_operations))
+                          meta=_without_affine(image.meta), applied_operations=list(image.applied_operations))
     planned = {**data, image_key: stand_in}
     for step in steps:
         was_lazy = step.lazy
         step.lazy = True
         try:
             planned = step(planned)
+        except (NotImplementedError, ValueError, RuntimeError):  # e.g. Spacingd(recompute_affine=True)
+            return None
         finally:
             step.lazy = was_lazy
-    plan = planned[image_key]
-    resampling = next((operation[TraceKeys.EXTRA_INFO] for operation in plan.pending_operations
-                       if operation[TraceKeys.CLASS_NAME] == "SpatialResample"), {})
-    computed_in = getattr(torch, resampling.get("dtype", "float32"))
-    align_corners = resampling.get("align_corners", False)
-    voxels = resampled_in_slabs(
-        image.as_tensor(), image.affine, plan.peek_pending_affine(), tuple(int(n) for n in plan.peek_pending_shape()),
-        mode=resampling.get("mode", "bilinear"), padding_mode=resampling.get("padding_mode", "border"),
-        align_corners=False if align_corners == TraceKeys.NONE else align_corners, dtype=computed_in)
-    done = MetaTensor(voxels, affine=plan.peek_pending_affine(), meta={**plan.meta},
-                      applied_operations=[*image.applied_operations, *map(_as_applied, plan.pending_operations)])
-    return {**planned, image_key: done}
+    return planned[image_key]
+
+
+def _without_affine(meta: dict) -> dict:
+    """A meta dict for a new ``MetaTensor`` given its affine separately (MONAI warns when both carry one)."""
+    return {key: value for key, value in meta.items() if key != "affine"}
 
 
 def _as_applied(operation: dict) -> dict:
     """A pending operation as the eager step would have recorded it."""
-    from monai.utils import TraceKeys
+    from monai.utils import LazyAttr, TraceKeys
 
-    applied = {key: value for key, value in operation.items() if key not in LAZY_ONLY_KEYS}
+    applied = {key: value for key, value in operation.items() if key not in (LazyAttr.SHAPE, LazyAttr.AFFINE)}
     applied[TraceKeys.LAZY] = False
     return applied

@@ -29,7 +29,7 @@ def labels_on_input_grid(scores, scores_to_ras: np.ndarray, shape: tuple, ijk_to
     """
     import torch
 
-    scores = torch.as_tensor(scores).float().contiguous()
+    scores = torch.as_tensor(scores).float().cpu().contiguous()
     source_shape = tuple(scores.shape[1:])
     labels = _labels_of(scores, threshold)
     to_source = np.linalg.solve(np.asarray(scores_to_ras, dtype=np.float64), np.asarray(ijk_to_ras, dtype=np.float64))
@@ -93,8 +93,8 @@ def _labels_of(scores, threshold: float | None):
 def _cell_labels(labels):
     """For each working-grid voxel, the label of the cell from it to its +1 neighbours, or MIXED.
 
-    The cell at the last plane of an axis repeats that plane, as border padding does. One byte more
-    than the labels' type, so that MIXED never collides with a label.
+    The cell at the last plane of an axis repeats that plane, as border padding does. A wider signed
+    type than the labels', so that MIXED never collides with a label.
     """
     import torch
 

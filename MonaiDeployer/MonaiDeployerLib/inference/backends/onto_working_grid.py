@@ -22,12 +22,12 @@ def working_grid_image(volume, orientation: str | None, spacing: list | None, ax
     import torch
     from monai.data import MetaTensor
 
-    from . import channel_first_float32, native_byte_order
+    from . import channel_first_float32, tensor_view
 
     affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
     if not orientation and not spacing:
         return MetaTensor(channel_first_float32(volume), affine=affine)
-    source = torch.from_numpy(native_byte_order(volume.array))
+    source = tensor_view(volume.array)
     source = source.movedim(-1, 0) if source.ndim == 4 else source[None]
     target_affine, target_shape = _planned_grid(source, affine, orientation, spacing, axis_labels)
     resampled = resampled_in_slabs(source, affine, target_affine, target_shape)
@@ -49,7 +49,7 @@ def resampled_in_slabs(source, affine, target_affine, target_shape: tuple, mode:
     affine, target_affine = torch.as_tensor(affine, dtype=torch.float64), torch.as_tensor(target_affine).double()
     to_source = np.linalg.solve(affine.numpy(), target_affine.numpy())
     resample = SpatialResample(mode=mode, padding_mode=padding_mode, align_corners=align_corners, dtype=dtype)
-    result = torch.empty((source.shape[0], *target_shape), dtype=torch.float32)
+    result = torch.empty((source.shape[0], *target_shape), dtype=torch.float32, device=source.device)
     planes = max(1, SLAB_VOXELS // (target_shape[0] * target_shape[1]))
     for start in range(0, target_shape[2], planes):
         slab_shape = (*target_shape[:2], min(planes, target_shape[2] - start))
