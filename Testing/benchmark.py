@@ -18,8 +18,9 @@ command-line run of it (a new process, whose worker imports neither torch nor MO
 against the cold container run.
 
 The real-size rows (Testing/benchmark_real_size.py; --skip-real-size leaves them out) run a 512x512x400 int16
-CT-like volume: the floor on the model's working grid, the sidecar and bundle runs warm, a 14-class network, and the
-worker's peak memory in each run as a multiple of the volume.
+CT-like volume: the floor on the model's working grid, the sidecar and bundle runs warm, a 14-class network, the
+sidecar with nearest labels and with a foreground crop, the worker's peak memory in each run as a multiple of the
+volume, and the share of voxels the sidecar labels as the mode did with full-size class scores.
 
 The panel rows run MonaiDeployer.py's panel on Slicer 5.10's own Python layer (Testing/slicer_harness; skipped
 without ../shared/slicer-5.10.0): Apply with the sample model, from the click to the result node, after the panel
