@@ -235,7 +235,7 @@ answer = worker.run({"id": 1, "package": package.to_dict(), "input": folder + "/
                      "output": folder + "/output.npy", "ijk_to_ras": ijk_to_ras.tolist(), "device": "cpu"})
 assert "import" in answer["timings"]  # torch and MONAI were first imported by this run
 gc.collect()
-# numpy arrays are not tracked by the garbage collector, frames are: what a frame kept alive still holds is in its locals
+# numpy arrays are not tracked by the garbage collector, frames are: what a kept frame holds is in its locals
 kept = [name for item in gc.get_objects() if isinstance(item, types.FrameType)
         for name, value in item.f_locals.items() if isinstance(value, (np.ndarray, Volume, Segmented))]
 print(kept)
