@@ -31,7 +31,7 @@ from . import (
 )
 from .bundle_chain import find_argmax_chain, labels_through_chain, runs_as_one_resampling
 from .bundle_config import LoadedImaged, in_memory_transforms, instantiate, parse_inference_config
-from .bundle_geometry import geometric_run, run_in_slabs
+from .bundle_geometry import geometric_run, meta_without_affine, run_in_slabs
 
 PIPELINES_KEPT = 2
 PRED = "pred"
@@ -251,8 +251,8 @@ def _discrete_output(labelmap: np.ndarray, volume, image):
     import torch
     from monai.data import MetaTensor
 
-    meta = {key: value for key, value in image.meta.items() if key != "affine"}
-    return MetaTensor(torch.from_numpy(labelmap)[None].float(), affine=torch.as_tensor(volume.ijk_to_ras), meta=meta)
+    return MetaTensor(torch.from_numpy(labelmap)[None].float(), affine=torch.as_tensor(volume.ijk_to_ras),
+                      meta=meta_without_affine(image.meta))
 
 
 def _state_dict(path: str, network) -> dict:

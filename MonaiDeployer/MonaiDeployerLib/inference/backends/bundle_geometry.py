@@ -55,7 +55,7 @@ def run_in_slabs(steps, data: dict, image_key: str) -> dict | None:
         image.as_tensor(), image.affine, plan.peek_pending_affine(), tuple(int(n) for n in plan.peek_pending_shape()),
         mode=mode, padding_mode=padding, align_corners=False if align_corners == TraceKeys.NONE else align_corners,
         dtype=getattr(torch, resampling.get("dtype", "float32")))
-    done = MetaTensor(voxels, affine=plan.peek_pending_affine(), meta=_without_affine(plan.meta),
+    done = MetaTensor(voxels, affine=plan.peek_pending_affine(), meta=meta_without_affine(plan.meta),
                       applied_operations=[*image.applied_operations, *map(_as_applied, plan.pending_operations)])
     return {**data, image_key: done}
 
@@ -67,7 +67,7 @@ def _planned(steps, data: dict, image_key: str):
 
     image = data[image_key]
     stand_in = MetaTensor(torch.zeros(1, dtype=image.dtype).expand(image.shape), affine=image.affine,
-                          meta=_without_affine(image.meta), applied_operations=list(image.applied_operations))
+                          meta=meta_without_affine(image.meta), applied_operations=list(image.applied_operations))
     planned = {**data, image_key: stand_in}
     for step in steps:
         was_lazy = step.lazy
@@ -81,7 +81,7 @@ def _planned(steps, data: dict, image_key: str):
     return planned[image_key]
 
 
-def _without_affine(meta: dict) -> dict:
+def meta_without_affine(meta: dict) -> dict:
     """A meta dict for a new ``MetaTensor`` given its affine separately (MONAI warns when both carry one)."""
     return {key: value for key, value in meta.items() if key != "affine"}
 

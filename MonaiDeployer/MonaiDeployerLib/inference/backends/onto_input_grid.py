@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import argmax_over_channels
+
 SLAB_VOXELS = 1 << 19  # input voxels labelled at a time: with 15 classes, 30 MB of scores where all are mixed
 MIXED = -1  # a working-grid cell whose corners disagree
 
@@ -82,8 +84,6 @@ def _gathered(table, index: list):
 def _labels_of(scores, threshold: float | None):
     """Each working-grid voxel's label: argmax over channels, or the one channel above ``threshold``."""
     import torch
-
-    from . import argmax_over_channels
 
     if scores.shape[0] == 1:
         return (scores[0] > threshold).to(torch.uint8)

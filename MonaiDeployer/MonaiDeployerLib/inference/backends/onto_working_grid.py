@@ -14,6 +14,8 @@ import itertools
 
 import numpy as np
 
+from . import channel_first_float32, tensor_view
+
 SLAB_VOXELS = 1 << 20  # working-grid voxels resampled at a time
 
 
@@ -21,8 +23,6 @@ def working_grid_image(volume, orientation: str | None, spacing: list | None, ax
     """The volume reoriented and respaced (linear, border padding) as a float32 ``MetaTensor`` [C, I, J, K]."""
     import torch
     from monai.data import MetaTensor
-
-    from . import channel_first_float32, tensor_view
 
     affine = torch.as_tensor(volume.ijk_to_ras, dtype=torch.float64)
     if not orientation and not spacing:
