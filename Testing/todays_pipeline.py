@@ -1,6 +1,6 @@
 """The TorchScript mode as it was before its grids were bounded in memory: the reference its labels must keep.
 
-MONAI's Orientation and Spacing (float64, its default) on the whole volume, inference, softmax, every
+MONAI's Orientation and Spacing (float64, its default) on the whole volume, MONAI's sliding window, softmax, every
 class score resampled linearly onto the input grid at full size, argmax. Used by the tests and by the
 benchmark's real-size agreement row.
 """
@@ -27,18 +27,21 @@ def full_size_reference(scores, scores_to_ras, shape, ijk_to_ras, threshold=None
 
 
 def todays_labels(model, package, volume) -> np.ndarray:
-    """The TorchScript mode as it was: MONAI's Orientation and Spacing (float64) on the whole volume, inference,
-    softmax, every class score resampled onto the input grid, argmax."""
+    """The TorchScript mode as it was: MONAI's Orientation and Spacing (float64) on the whole volume, MONAI's
+    sliding window (the sample sidecar sets a window), softmax, every class score resampled onto the input grid,
+    argmax."""
     import torch
     from monai.data import MetaTensor
+    from monai.inferers import sliding_window_inference
     from monai.transforms import Orientation, ScaleIntensityRange, Spacing
 
-    settings = package.settings
+    settings, window = package.settings, package.settings.inference
     image = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume.array, dtype=np.float32))[None],
                        affine=torch.as_tensor(volume.ijk_to_ras))
     image = Orientation(axcodes=settings.input.orientation, labels=torchscript.RAS_AXIS_LABELS)(image)
     image = Spacing(pixdim=settings.input.spacing, mode="bilinear", padding_mode="border")(image)
     image = ScaleIntensityRange(**settings.input.intensity)(image)
     with torch.inference_mode():
-        scores = torchscript._infer(model, image.as_tensor()[None].float(), settings.inference, lambda *_: None)[0]
+        scores = sliding_window_inference(image.as_tensor()[None].float(), window.roi_size, window.sw_batch_size, model,
+                                          overlap=window.overlap, mode=window.mode)[0]
     return full_size_reference(torch.softmax(scores, dim=0), image.affine.numpy(), volume.shape, volume.ijk_to_ras)

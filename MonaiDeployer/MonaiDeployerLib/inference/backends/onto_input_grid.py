@@ -27,38 +27,68 @@ def labels_on_input_grid(scores, scores_to_ras: np.ndarray, shape: tuple, ijk_to
 
     The labels are argmax over channels (first maximum wins), or ``score > threshold`` for one
     channel, of the scores resampled as MONAI resamples them (linear, border padding: voxel centres
-    beyond the working grid take its edge).
+    beyond the working grid take its edge). ``scores`` may also be what the working grid's scores
+    came to while they were made (``BoundaryScores``): the same ``labels``, ``cells`` and ``labels_at``.
     """
     import torch
 
-    scores = torch.as_tensor(scores).float().cpu().contiguous()
-    source_shape = tuple(scores.shape[1:])
-    labels = _labels_of(scores, threshold)
+    working = scores if hasattr(scores, "labels_at") else DenseScores(scores, threshold)
     to_source = np.linalg.solve(np.asarray(scores_to_ras, dtype=np.float64), np.asarray(ijk_to_ras, dtype=np.float64))
     shape = tuple(int(size) for size in shape)
-    result = np.empty(shape, dtype=labels.numpy().dtype)
+    result = np.empty(shape, dtype=working.labels.numpy().dtype)
     into = torch.from_numpy(result)  # torch copies a slab in 4 times faster than numpy's strided assignment
     planes_per_slab = max(1, SLAB_VOXELS // (shape[0] * shape[1]))
     if interpolation == "nearest":
         for start in range(0, shape[2], planes_per_slab):
             planes = range(start, min(shape[2], start + planes_per_slab))
             index = [np.rint(coordinate).astype(np.int64)
-                     for coordinate in _source_coordinates(to_source, shape, planes, source_shape)]
-            into[:, :, planes.start:planes.stop] = _gathered(labels, index)
+                     for coordinate in _source_coordinates(to_source, shape, planes, working.shape)]
+            into[:, :, planes.start:planes.stop] = _gathered(working.labels, index)
         return result
-    cells = _cell_labels(labels)
     for start in range(0, shape[2], planes_per_slab):
         planes = range(start, min(shape[2], start + planes_per_slab))
-        coordinates = _source_coordinates(to_source, shape, planes, source_shape)
+        coordinates = _source_coordinates(to_source, shape, planes, working.shape)
         corner = [np.floor(coordinate).astype(np.int64) for coordinate in coordinates]
-        slab = _gathered(cells, corner)  # a new tensor: written in below
+        slab = _gathered(working.cells, corner)  # a new tensor: written in below
         mixed = slab == MIXED
         if bool(mixed.any()):
             where = mixed.numpy()
             points = [np.broadcast_to(coordinate, where.shape)[where] for coordinate in coordinates]
-            slab[mixed] = _interpolated_labels(scores, points, threshold).to(slab.dtype)
+            slab[mixed] = working.labels_at(points).to(slab.dtype)
         into[:, :, planes.start:planes.stop] = slab
     return result
+
+
+class DenseScores:
+    """Class scores held whole on the working grid: their labels, their cells' labels, and grid_sample between."""
+
+    def __init__(self, scores, threshold: float | None):
+        import torch
+
+        self.scores = torch.as_tensor(scores).float().cpu().contiguous()
+        self.shape, self.channels, self.threshold = tuple(self.scores.shape[1:]), self.scores.shape[0], threshold
+        self.labels = labels_of(self.scores, threshold)
+        self._cells = None
+
+    @property
+    def cells(self):
+        if self._cells is None:  # nearest labels never need them
+            self._cells = cell_labels(self.labels)
+        return self._cells
+
+    def labels_at(self, coordinates: list):
+        """Labels of the scores interpolated trilinearly at points (one array of continuous indices per axis).
+
+        Torch's ``grid_sample`` over a grid that lists the points: its trilinear weights, every channel at once.
+        """
+        import torch
+
+        normalised = [2 * coordinate / max(size - 1, 1) - 1 for coordinate, size in zip(coordinates, self.shape,
+                                                                                          strict=True)]
+        grid = torch.from_numpy(np.stack(normalised[::-1], axis=-1).astype(np.float32))[None, None, None]
+        sampled = torch.nn.functional.grid_sample(self.scores[None], grid, mode="bilinear", padding_mode="border",
+                                                  align_corners=True)
+        return labels_of(sampled[0, :, 0, 0], self.threshold)
 
 
 def _gathered(table, index: list):
@@ -81,7 +111,7 @@ def _gathered(table, index: list):
     return picked.permute(order)
 
 
-def _labels_of(scores, threshold: float | None):
+def labels_of(scores, threshold: float | None):
     """Each working-grid voxel's label: argmax over channels, or the one channel above ``threshold``."""
     import torch
 
@@ -90,7 +120,7 @@ def _labels_of(scores, threshold: float | None):
     return argmax_over_channels(scores)
 
 
-def _cell_labels(labels):
+def cell_labels(labels):
     """For each working-grid voxel, the label of the cell from it to its +1 neighbours, or MIXED.
 
     The cell at the last plane of an axis repeats that plane, as border padding does. A wider signed
@@ -126,18 +156,3 @@ def _source_coordinates(to_source: np.ndarray, shape: tuple, planes: range, sour
                 coordinate = coordinate + factor * steps.reshape([-1 if a == target_axis else 1 for a in range(3)])
         coordinates.append(np.clip(coordinate, 0, size - 1))
     return coordinates
-
-
-def _interpolated_labels(scores, coordinates: list, threshold):
-    """Labels of the scores interpolated trilinearly at points (one array of continuous indices per axis).
-
-    Torch's ``grid_sample`` over a grid that lists the points: its trilinear weights, every channel at once.
-    """
-    import torch
-
-    sizes = scores.shape[1:]
-    normalised = [2 * coordinate / max(size - 1, 1) - 1 for coordinate, size in zip(coordinates, sizes, strict=True)]
-    grid = torch.from_numpy(np.stack(normalised[::-1], axis=-1).astype(np.float32))[None, None, None]
-    sampled = torch.nn.functional.grid_sample(scores[None], grid, mode="bilinear", padding_mode="border",
-                                              align_corners=True)
-    return _labels_of(sampled[0, :, 0, 0], threshold)

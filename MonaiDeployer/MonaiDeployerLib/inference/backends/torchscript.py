@@ -3,7 +3,8 @@
 The volume is cropped to its foreground, reoriented and resampled as the sidecar asks, scaled, run
 whole or by sliding window, and the labels are brought back onto the input's own grid as linear
 resampling of the class scores would make them (or nearest, when the sidecar asks), so the labelmap
-lies voxel for voxel on the input whatever the model's working grid.
+lies voxel for voxel on the input whatever the model's working grid. The sliding window hands on its
+planes as they are finished, and only the scores at the working grid's boundaries are kept.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import re
 import time
 from collections import OrderedDict
 
-import numpy as np
-
 from ...errors import PackageError
 from . import (
     Segmented,
@@ -24,9 +23,11 @@ from . import (
     resolve_device,
     sliding_window_count,
 )
+from .boundary_scores import BoundaryScores
 from .foreground import cropped, foreground_box, pasted
-from .onto_input_grid import labels_on_input_grid
+from .onto_input_grid import DenseScores, labels_on_input_grid
 from .onto_working_grid import working_grid_image
+from .sliding_window import blended_planes
 
 MODELS_KEPT = 3
 RAS_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -61,24 +62,22 @@ class TorchScriptBackend:
 
         report("inference", 0.0)
         started = time.perf_counter()
-        working_shape, working_affine = tuple(image.shape[1:]), image.affine.numpy()
+        working_affine = image.affine.numpy()
         with torch.inference_mode():
-            logits = _infer(model, image.as_tensor()[None].to(device), settings.inference, report)
-            del image  # the model's input is not needed any more
-            if logits.shape[2:] != working_shape:
-                raise PackageError(f"the model's output has spatial shape {tuple(logits.shape[2:])} for an input of "
-                                   f"{working_shape}; a segmentation model must keep the shape")
+            batch = image.as_tensor()[None].to(device)
+            del image  # the model's input is the batch from here on
+            working = _infer(model, batch, settings.inference, settings.output, report)
+            del batch
             timings["inference"] = time.perf_counter() - started
 
             report("postprocess", None)
             started = time.perf_counter()
-            scores = logits[0].float().cpu()
-            del logits  # one copy of the scores from here on: the activation works in place
-            labelmap = _postprocess(scores, working_affine, seen, settings.output)
+            labelmap = labels_on_input_grid(working, working_affine, seen.shape[:3], seen.ijk_to_ras,
+                                            interpolation=settings.output.interpolation)
         if box is not None:
             labelmap = pasted(labelmap, box, volume.shape[:3])
         timings["postprocess"] = time.perf_counter() - started
-        labels = package.labels or _default_labels(len(scores))
+        labels = package.labels or _default_labels(working.channels)
         return Segmented(labelmap, labels, dict(package.colors), timings, cached)
 
     def _model(self, path: str, device):
@@ -111,37 +110,47 @@ def _preprocess(volume, settings):
     return image
 
 
-def _infer(model, batch, settings, report):
-    """One forward pass over the whole volume, or MONAI's sliding window when the sidecar sets a window."""
-    from monai.inferers import sliding_window_inference
-
-    roi_size = settings.roi_size
+def _infer(model, batch, settings, output, report):
+    """The working grid's labels and scores, activated: one forward pass over the whole volume, or MONAI's sliding
+    window when the sidecar sets a window, streamed a few planes at a time (see ``sliding_window``)."""
+    shape = tuple(batch.shape[2:])
     try:
-        if not roi_size:
-            logits = model(batch)
-        else:
-            windows = sliding_window_count(batch.shape[2:], roi_size, settings.overlap)
-            batches = max(1, math.ceil(windows / settings.sw_batch_size))
-            done = [0]
+        if not settings.roi_size:
+            scores = _checked(model(batch), shape)[0].float().cpu()
+            return DenseScores(_activated(scores, output.activation), output.threshold if len(scores) == 1 else None)
+        windows = sliding_window_count(shape, settings.roi_size, settings.overlap)
+        batches = max(1, math.ceil(windows / settings.sw_batch_size))
+        done = [0]
 
-            def predictor(patches):
-                output = model(patches)
-                done[0] += 1
-                report("inference", min(1.0, done[0] / batches))
-                return output
+        def predictor(patches):
+            scores = _checked(model(patches), tuple(patches.shape[2:]))
+            done[0] += 1
+            report("inference", min(1.0, done[0] / batches))
+            return scores
 
-            logits = sliding_window_inference(
-                batch, roi_size, settings.sw_batch_size, predictor,
-                overlap=settings.overlap, mode=settings.mode,
-            )
+        working = None
+        for first, scores in blended_planes(batch, settings.roi_size, settings.sw_batch_size, predictor,
+                                            settings.overlap, settings.mode):
+            scores = _activated(scores.float().cpu(), output.activation)
+            if working is None:
+                working = BoundaryScores(shape, output.threshold if len(scores) == 1 else None)
+            working.add(first, scores)
+        return working
     except RuntimeError as error:
         raise PackageError(_explain_forward_failure(error)) from error
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
-    if logits.ndim != 5:
-        raise PackageError(f"the model returned a {logits.ndim}D tensor; a 3D segmentation model returns "
+
+
+def _checked(output, shape: tuple):
+    """The model's scores (batch, C, I, J, K) for an input of spatial ``shape``; a clear error for anything else."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if output.ndim != 5:
+        raise PackageError(f"the model returned a {output.ndim}D tensor; a 3D segmentation model returns "
                            "batch, channel, I, J, K")
-    return logits
+    if tuple(output.shape[2:]) != shape:
+        raise PackageError(f"the model's output has spatial shape {tuple(output.shape[2:])} for an input of "
+                           f"{shape}; a segmentation model must keep the shape")
+    return output
 
 
 def _explain_forward_failure(error: RuntimeError) -> str:
@@ -152,17 +161,15 @@ def _explain_forward_failure(error: RuntimeError) -> str:
     return f"the model failed on this input: {one_line_cause(error)}"
 
 
-def _postprocess(scores, working_affine: np.ndarray, volume, settings) -> np.ndarray:
-    """Activation on the working grid (in place), then labels back onto the input grid (see ``onto_input_grid``)."""
-    if settings.activation == "softmax":
+def _activated(scores, activation: str):
+    """The activation, in place on scores (C, ...) on the working grid."""
+    if activation == "softmax":
         scores -= scores.amax(dim=0)
         scores.exp_()
         scores /= scores.sum(dim=0)
-    elif settings.activation == "sigmoid":
+    elif activation == "sigmoid":
         scores.sigmoid_()
-    threshold = settings.threshold if scores.shape[0] == 1 else None
-    return labels_on_input_grid(scores, working_affine, volume.shape[:3], volume.ijk_to_ras, threshold,
-                                settings.interpolation)
+    return scores
 
 
 def _default_labels(channels: int) -> dict:

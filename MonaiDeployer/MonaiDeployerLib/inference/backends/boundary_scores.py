@@ -1,0 +1,111 @@
+"""The working grid's labels from scores that arrive a few planes at a time, keeping scores only at boundaries.
+
+What ``onto_input_grid`` needs of the class scores is each working-grid voxel's label, each cell's
+label (or MIXED), and the scores interpolated inside MIXED cells. All three are built here from the
+planes the streamed sliding window hands on: a plane's scores are kept only at the corners of MIXED
+cells (a few per cent of the voxels for a trained model), in chunks, and the rest are dropped as
+soon as the next plane's labels are known. Memory is then a few bytes per working voxel, whatever
+the number of classes, plus classes x boundary voxels.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .onto_input_grid import MIXED, cell_labels, labels_of
+
+CHUNK_ROWS = 1 << 18  # boundary voxels per chunk of kept scores: 15 MB with 15 classes
+
+
+class BoundaryScores:
+    """Build with ``add`` for every plane in order; then it answers as ``onto_input_grid.DenseScores`` does."""
+
+    def __init__(self, shape: tuple, threshold: float | None):
+        import torch
+
+        self.shape, self.threshold, self.channels = tuple(shape), threshold, None
+        self.labels = self.cells = None  # allocated with the first planes, in the dtypes their labels need
+        self._index = torch.full(self.shape, -1, dtype=torch.int32)  # each kept voxel's row, else -1
+        self._chunks, self.kept = [], 0  # kept: how many voxels' scores are kept
+        self._waiting = None  # the last plane added: its cells need the next plane's labels
+        self._mixed_before = None  # the previous plane's MIXED cells, whose corners reach into this plane
+
+    def add(self, first: int, scores) -> None:
+        """Scores (C, planes, J, K) of the planes from ``first``, which follow those added before."""
+        import torch
+
+        labels = labels_of(scores, self.threshold)
+        if self.labels is None:
+            self.channels = scores.shape[0]
+            self.labels = torch.empty(self.shape, dtype=labels.dtype)
+        end = first + scores.shape[1]
+        self.labels[first:end] = labels
+        start = first - 1 if self._waiting is not None else first
+        cells = cell_labels(self.labels[start:end])
+        if end < self.shape[0]:
+            cells = cells[:-1]  # the last plane's cells reach into the next plane, not added yet
+        if self.cells is None:
+            self.cells = torch.empty(self.shape, dtype=cells.dtype)
+        self.cells[start:start + len(cells)] = cells
+        for plane in range(start, start + len(cells)):
+            self._keep_boundary(plane, self._waiting if plane < first else scores[:, plane - first])
+        self._waiting = scores[:, -1].clone() if end < self.shape[0] else None
+
+    def labels_at(self, coordinates: list):
+        """Labels of the scores interpolated trilinearly at points inside MIXED cells (continuous indices per axis)."""
+        import torch
+
+        lower = [np.floor(coordinate).astype(np.int64) for coordinate in coordinates]
+        upper = [np.minimum(low + 1, size - 1) for low, size in zip(lower, self.shape, strict=True)]
+        ahead = [torch.from_numpy(coordinate - low).float() for coordinate, low in zip(coordinates, lower,
+                                                                                       strict=True)]
+        total = None
+        for corner in itertools.product((False, True), repeat=3):
+            index = [torch.from_numpy(up if high else low) for low, up, high in zip(lower, upper, corner, strict=True)]
+            weight = torch.ones_like(ahead[0])
+            for fraction, high in zip(ahead, corner, strict=True):
+                weight *= fraction if high else 1 - fraction
+            part = self._rows(self._index[index[0], index[1], index[2]].long()) * weight[:, None]
+            total = part if total is None else total.add_(part)
+        return labels_of(total.T, self.threshold)
+
+    def _keep_boundary(self, plane: int, scores) -> None:
+        """Keeps the scores (C, J, K) of ``plane`` at the corners of MIXED cells, this plane's and the last one's."""
+        import torch
+
+        mixed = self.cells[plane] == MIXED
+        near = mixed if self._mixed_before is None else mixed | self._mixed_before
+        self._mixed_before = mixed
+        corners = near.clone()
+        corners[1:] |= near[:-1]
+        kept = corners.clone()
+        kept[:, 1:] |= corners[:, :-1]
+        rows = scores[:, kept].T
+        self._index[plane][kept] = torch.arange(self.kept, self.kept + len(rows), dtype=torch.int32)
+        self._store(rows)
+
+    def _store(self, rows) -> None:
+        done = 0
+        while done < len(rows):
+            if self.kept == len(self._chunks) * CHUNK_ROWS:
+                self._chunks.append(rows.new_empty((CHUNK_ROWS, rows.shape[1])))
+            at = self.kept % CHUNK_ROWS
+            count = min(len(rows) - done, CHUNK_ROWS - at)
+            self._chunks[-1][at:at + count] = rows[done:done + count]
+            done += count
+            self.kept += count
+
+    def _rows(self, rows):
+        """The kept scores (points, C) of the given rows."""
+        import torch
+
+        if len(self._chunks) == 1:
+            return self._chunks[0].index_select(0, rows)
+        chunk = rows // CHUNK_ROWS
+        picked = self._chunks[0].new_empty((len(rows), self.channels))
+        for number in torch.unique(chunk).tolist():
+            where = (chunk == number).nonzero().squeeze(1)
+            picked[where] = self._chunks[number].index_select(0, rows[where] - number * CHUNK_ROWS)
+        return picked
