@@ -1,6 +1,6 @@
 """Benchmark: the TorchScript floor, a cold CLI run and warm runner runs, side by side in one process.
 
-    .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 3] [--skip-real-size]
+    .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 3] [--skip-real-size] [--peer-script PATH]
 
 Every ratio is against a baseline measured in this same run on this same machine. The floor is
 raw in-process TorchScript: ``torch.jit.load`` once, then ``model(x)`` on the whole volume. The
@@ -21,6 +21,11 @@ The real-size rows (Testing/benchmark_real_size.py; --skip-real-size leaves them
 CT-like volume: the floor on the model's working grid, the sidecar and bundle runs warm, a 14-class network, the
 sidecar with nearest labels and with a foreground crop, the worker's peak memory in each run as a multiple of the
 volume, and the share of voxels the sidecar labels as the mode did with full-size class scores.
+
+The peer rows (Testing/benchmark_peer.py, with --peer-script PATH to a copy of SlicerMONAIAuto3DSeg's
+MONAIAuto3DSeg/Scripts/auto3dseg_segresnet_inference.py, which is not ours to ship) run that script as the peer
+does, a new process per run, on a SegResNetDS checkpoint in its format and the real-size volume as NRRD, against a
+warm run of the same network, weights and transforms written as a MONAI Bundle.
 
 The panel rows run MonaiDeployer.py's panel on Slicer 5.10's own Python layer (Testing/slicer_harness; skipped
 without ../shared/slicer-5.10.0): Apply with the sample model, from the click to the result node, after the panel
@@ -43,7 +48,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
 
-import benchmark_real_size  # noqa: E402  (beside this script)
+import benchmark_peer  # noqa: E402  (beside this script)
+import benchmark_real_size  # noqa: E402
 
 from MonaiDeployerLib import Runner, Volume, open_package, write_volume  # noqa: E402
 from MonaiDeployerLib.packages.map_build import package_app  # noqa: E402
@@ -179,6 +185,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-real-size", action="store_true", help="leave out the 512x512x400 rows (minutes)")
+    parser.add_argument("--peer-script", metavar="PATH",
+                        help="a copy of SlicerMONAIAuto3DSeg's auto3dseg_segresnet_inference.py to compare with")
     arguments = parser.parse_args()
 
     shape, ijk_to_ras = sampledata.benchmark_grid(arguments.size)
@@ -221,6 +229,8 @@ def main() -> int:
         panel = panel_applies(volume, arguments.repeats, folder / "slicer-settings")
         real_size = None if arguments.skip_real_size else benchmark_real_size.measure(
             SAMPLE_MODEL, str(SAMPLE_BUNDLE), folder)
+        peer = None if not arguments.peer_script else benchmark_peer.measure(
+            arguments.peer_script, benchmark_real_size.real_size_volume(), folder)
 
     target = 1.1 * floor["forward"] + 0.050
     rows = [
@@ -280,6 +290,8 @@ def main() -> int:
               f"{panel['unwarmed_block'] * 1000:.0f} ms)")
     if real_size is not None:
         benchmark_real_size.report(real_size, _stages)
+    if peer is not None:
+        benchmark_peer.report(peer, _stages)
     return 0
 
 

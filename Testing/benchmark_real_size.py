@@ -1,12 +1,15 @@
 """The benchmark's real-size rows: a 512x512x400 int16 CT-like volume (0.7x0.7x1.0 mm, 200 MiB), as clinicians open.
 
 Measured: the floor (MONAI's sliding window of the sample model called in this process on its working grid at
-1.5 mm, 239x239x267), the warm sidecar run, the warm bundle run, the sample's network with 14 classes and the
-sample's sidecar, and the sample's sidecar asking for nearest labels and for a foreground crop; for each run the
+1.5 mm, 239x239x267), the warm sidecar run, the warm bundle run, 14-class models with the sample's sidecar (the
+sample model's scores plus classes that never win, so a trained model's boundaries; and the sample's network
+untrained, a boundary at every voxel), and the sample's sidecar asking for nearest labels and for a foreground
+crop; for each run the
 worker's peak resident memory during it, as a multiple of the volume's bytes; and the share of voxels the sidecar
 labels as the mode did with full-size class scores (``todays_pipeline``, in this process).
 Each warm row is the faster of two timed runs after one untimed run that loads the model (the floor likewise after
-one untimed call): the forward passes alone vary by a third from run to run here. The peak is over both runs.
+one untimed call): the forward passes alone vary by a third from run to run here. The peak is over both runs, each
+row in a worker of its own.
 """
 
 from __future__ import annotations
@@ -69,16 +72,35 @@ def floor_seconds(model_path: str, package) -> float:
     return best_of(TIMED_RUNS, sliding)[0]
 
 
-def many_class_model(model_path: str, folder: Path, classes: int = MANY_CLASSES) -> str:
-    """The sample's network with ``classes`` classes besides the background, untrained (its labels mean nothing,
-    its memory does), beside the sample's sidecar with one label per class."""
+def many_class_model(model_path: str, folder: Path, trained: bool, classes: int = MANY_CLASSES) -> str:
+    """A model with ``classes`` classes besides the background, beside the sample's sidecar with one label per class.
+
+    ``trained``: the sample model's own scores plus classes that never win (each the background's score less a
+    constant), so its boundaries are a trained model's and its memory that of ``classes`` classes. Otherwise the
+    sample's network untrained: its labels change from voxel to voxel, a boundary everywhere (the worst case).
+    """
     import torch
     from make_sample_model import build_model
 
-    path = folder / f"Phantom{classes}Classes.ts"
-    torch.jit.script(build_model(out_channels=classes + 1).eval()).save(str(path))
+    class WithClassesThatNeverWin(torch.nn.Module):
+        """A segmentation network's scores, then ``extra`` more channels below its background's."""
+
+        def __init__(self, network, extra: int):
+            super().__init__()
+            self.network = network
+            self.register_buffer("below", torch.arange(1, extra + 1, dtype=torch.float32).view(1, -1, 1, 1, 1))
+
+        def forward(self, image):
+            scores = self.network(image)
+            return torch.cat([scores, scores[:, :1] - self.below], dim=1)
+
+    kind = "Trained" if trained else "Untrained"
+    path = folder / f"Phantom{classes}Classes{kind}.ts"
+    sample = torch.jit.load(model_path, map_location="cpu")
+    network = WithClassesThatNeverWin(sample, classes - 2) if trained else build_model(out_channels=classes + 1)
+    torch.jit.script(network.eval()).save(str(path))
     sidecar = json.loads(Path(sidecar_path_for(model_path)).read_text())
-    sidecar.update(name=f"The sample network with {classes} classes (untrained)",
+    sidecar.update(name=f"{classes} classes ({kind.lower()})",
                    labels={str(value): f"class {value}" for value in range(1, classes + 1)})
     path.with_suffix(".json").write_text(json.dumps(sidecar))
     return str(path)
@@ -138,16 +160,16 @@ def measure(model_path: str, bundle_path: str, folder: Path) -> dict:
     sidecar = open_package(model_path)
     variants = {
         "bundle": open_package(bundle_path),
-        "many": open_package(many_class_model(model_path, folder)),
+        "many": open_package(many_class_model(model_path, folder, trained=True)),
+        "untrained": open_package(many_class_model(model_path, folder, trained=False)),
         "nearest": open_package(sidecar_variant(model_path, folder, "Nearest", "output", interpolation="nearest")),
         "cropped": open_package(sidecar_variant(model_path, folder, "Cropped", "input",
                                                 crop_foreground={"threshold": -500})),
     }
     figures = {"volume_bytes": volume.array.nbytes, "working_grid": working_grid(sidecar),
                "floor": floor_seconds(model_path, sidecar)}
-    with Runner(device="cpu") as runner:
-        figures["sidecar"] = peak_run(runner, sidecar, volume)
-        for name, package in variants.items():
+    for name, package in {"sidecar": sidecar, **variants}.items():
+        with Runner(device="cpu") as runner:  # a new worker for each: no run's peak is memory another left
             figures[name] = peak_run(runner, package, volume)
     figures["agreement"] = agreement_with_todays_labels(model_path, sidecar, volume, figures["sidecar"][3])
     return figures
@@ -169,11 +191,14 @@ def report(figures: dict, stages) -> None:
             ("warm runner, sample sidecar", figures["sidecar"][0], figures["floor"], "sidecar"),
             ("warm runner, sample bundle", figures["bundle"][0], figures["sidecar"][0], "bundle"),
             (f"warm runner, {MANY_CLASSES} classes, sidecar", figures["many"][0], figures["sidecar"][0], "many"),
+            (f"warm runner, {MANY_CLASSES} untrained (all edges)", figures["untrained"][0], figures["sidecar"][0],
+             "untrained"),
             ("warm runner, sidecar, nearest labels", figures["nearest"][0], figures["sidecar"][0], "nearest"),
             ("warm runner, sidecar, foreground crop", figures["cropped"][0], figures["sidecar"][0], "cropped")]
     for name, seconds, baseline, key in rows:
         print(f"{name:38s} {seconds:9.3f} {seconds / baseline:8.2f}  {peak(key) if key else ''}")
     for key, label in (("sidecar", "sidecar"), ("bundle", "bundle"), ("many", f"{MANY_CLASSES} classes"),
+                       ("untrained", f"{MANY_CLASSES} untrained classes"),
                        ("nearest", "nearest-label"), ("cropped", "cropped")):
         print(f"real-size {label} run: " + stages(figures[key][2]))
     print(f"real-size sidecar labels equal to full-size class-score resampling (the mode as it was): "

@@ -74,12 +74,13 @@ def assert_same_image(ours, as_written, context: str) -> None:
     for mine, theirs in zip(ours.applied_operations, as_written.applied_operations, strict=True):
         assert (mine["class"], mine["id"], mine["orig_size"], mine["lazy"]) == \
             (theirs["class"], theirs["id"], theirs["orig_size"], theirs["lazy"]), context
-        assert set(mine["extra_info"]) == set(theirs["extra_info"]), context
-        for key, value in theirs["extra_info"].items():
+        mine_extra, theirs_extra = mine.get("extra_info", {}), theirs.get("extra_info", {})  # Lambda records none
+        assert set(mine_extra) == set(theirs_extra), context
+        for key, value in theirs_extra.items():
             if isinstance(value, (torch.Tensor, np.ndarray)):
-                assert np.allclose(np.asarray(mine["extra_info"][key]), np.asarray(value), atol=1e-9), (context, key)
+                assert np.allclose(np.asarray(mine_extra[key]), np.asarray(value), atol=1e-9), (context, key)
             else:
-                assert mine["extra_info"][key] == value, (context, key)
+                assert mine_extra[key] == value, (context, key)
 
 
 def edited_sample_bundle(tmp_path: Path, edit) -> Path:
@@ -186,3 +187,24 @@ def test_two_respacings_are_not_undone_as_one(tmp_path, held_out, monkeypatch):
     quick, as_written, calls = labels_both_ways(pipeline, volume, monkeypatch)
     assert calls == 0  # but their inverse is two
     assert np.array_equal(quick, as_written)
+
+
+def test_an_auto3dseg_style_pipeline_gives_what_its_steps_give_as_written(tmp_path, held_out, monkeypatch):
+    """SlicerMONAIAuto3DSeg's transforms, as the benchmark's peer rows run them: a crop to the foreground, a sigmoid,
+    a respacing with a pixdim range, SlidingWindowInfererAdapt, argmax and then Invertd with nearest labels."""
+    from benchmark_peer import auto3dseg_checkpoint, matching_bundle
+
+    small = {"_target_": "SegResNetDS", "init_filters": 4, "blocks_down": [1, 1, 1], "in_channels": 1,
+             "out_channels": 3, "dsdepth": 1}
+    pipeline = pipeline_of(matching_bundle(auto3dseg_checkpoint(tmp_path / "model.pt", small, [48, 48, 48]),
+                                           tmp_path / "Auto3DSegStyle"))
+    assert pipeline.argmax_chain is None  # its argmax comes before Invertd: nothing to take
+    _, volume, _ = held_out[0]
+    ours, image_as_written, slab_runs = preprocessed_both_ways(pipeline, volume, monkeypatch)
+    assert slab_runs == 1  # Orientationd and Spacingd, after the crop and the intensity steps
+    assert_same_image(ours, image_as_written, "Auto3DSeg-style")
+    quick = pipeline.segment(volume, lambda *_: None).labelmap
+    monkeypatch.setattr(bundle, "run_in_slabs", lambda *_: None)  # every step as written
+    as_written = pipeline.segment(volume, lambda *_: None).labelmap
+    assert quick.shape == volume.shape and len(np.unique(as_written)) > 1
+    assert np.mean(quick == as_written) >= AGREEMENT

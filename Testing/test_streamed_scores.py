@@ -56,8 +56,9 @@ def test_planes_are_handed_on_as_soon_as_no_later_window_reaches_them():
     with torch.inference_mode():
         handed = [(first, scores.shape[1], len(calls)) for first, scores in
                   blended_planes(image, (16, 16, 16), 1, predictor, 0.25, "gaussian")]
-    # windows start at planes 0, 12 and 24 along the first axis, 4 windows to each row (2 x 2 in the plane)
-    assert handed == [(0, 12, 4), (12, 12, 8), (24, 16, 12)]
+    # windows start at planes 0, 12 and 24 along the first axis, 4 windows to each row (2 x 2 in the plane);
+    # finished planes go on 8 at a time
+    assert handed == [(0, 8, 4), (8, 4, 4), (12, 8, 8), (20, 4, 8), (24, 8, 12), (32, 8, 12)]
 
 
 def blocks_of(scores, sizes):
@@ -127,11 +128,11 @@ def test_only_the_corners_of_mixed_cells_keep_their_scores():
     assert 0 < streamed.kept < 0.3 * mixed.size  # two shells' surfaces: a share of the voxels, not all
 
 
-def test_kept_scores_read_the_same_across_chunks(monkeypatch):
+def test_kept_scores_stored_in_many_chunks_read_the_same(monkeypatch):
     working, shape, ijk_to_ras = geometry("oblique")
     scores = smooth_scores(4, (52, 50, 48), seed=2)
     one_chunk = onto.labels_on_input_grid(built(scores, [5] * 10), working, shape, ijk_to_ras)
-    monkeypatch.setattr(boundary_scores, "CHUNK_ROWS", 997)  # a prime: planes split across chunks
+    monkeypatch.setattr(boundary_scores, "CHUNK_BYTES", 997 * 4 * 4)  # 997 rows of 4 classes: planes split across
     many = built(scores, [5] * 10)
-    assert len(many._chunks) > 100
+    assert many._chunk_rows == 997 and many.kept > 100 * 997
     assert np.array_equal(onto.labels_on_input_grid(many, working, shape, ijk_to_ras), one_chunk)

@@ -16,7 +16,8 @@ import numpy as np
 
 from .onto_input_grid import MIXED, cell_labels, labels_of
 
-CHUNK_ROWS = 1 << 18  # boundary voxels per chunk of kept scores: 15 MB with 15 classes
+CHUNK_BYTES = 64 << 20  # kept scores are stored in chunks this large (the system maps pages as they are written),
+# then in one tensor of their exact size once the last plane is in, a chunk at a time
 
 
 class BoundaryScores:
@@ -28,7 +29,7 @@ class BoundaryScores:
         self.shape, self.threshold, self.channels = tuple(shape), threshold, None
         self.labels = self.cells = None  # allocated with the first planes, in the dtypes their labels need
         self._index = torch.full(self.shape, -1, dtype=torch.int32)  # each kept voxel's row, else -1
-        self._chunks, self.kept = [], 0  # kept: how many voxels' scores are kept
+        self._chunks, self._chunk_rows, self.kept = [], 0, 0  # kept: how many voxels' scores are kept
         self._waiting = None  # the last plane added: its cells need the next plane's labels
         self._mixed_before = None  # the previous plane's MIXED cells, whose corners reach into this plane
 
@@ -52,6 +53,8 @@ class BoundaryScores:
         for plane in range(start, start + len(cells)):
             self._keep_boundary(plane, self._waiting if plane < first else scores[:, plane - first])
         self._waiting = scores[:, -1].clone() if end < self.shape[0] else None
+        if end == self.shape[0]:
+            self._compact()
 
     def labels_at(self, coordinates: list):
         """Labels of the scores interpolated trilinearly at points inside MIXED cells (continuous indices per axis)."""
@@ -87,25 +90,30 @@ class BoundaryScores:
         self._store(rows)
 
     def _store(self, rows) -> None:
+        if not self._chunks:
+            self._chunk_rows = max(1, CHUNK_BYTES // (4 * rows.shape[1]))
         done = 0
         while done < len(rows):
-            if self.kept == len(self._chunks) * CHUNK_ROWS:
-                self._chunks.append(rows.new_empty((CHUNK_ROWS, rows.shape[1])))
-            at = self.kept % CHUNK_ROWS
-            count = min(len(rows) - done, CHUNK_ROWS - at)
+            if self.kept == len(self._chunks) * self._chunk_rows:
+                self._chunks.append(rows.new_empty((self._chunk_rows, rows.shape[1])))
+            at = self.kept % self._chunk_rows
+            count = min(len(rows) - done, self._chunk_rows - at)
             self._chunks[-1][at:at + count] = rows[done:done + count]
             done += count
             self.kept += count
 
+    def _compact(self) -> None:
+        """The kept scores as one tensor, each chunk freed once copied: never two copies of them at once."""
+        if len(self._chunks) <= 1:
+            return
+        rows = self._chunks[0].new_empty((self.kept, self.channels))
+        for number in range(len(self._chunks)):
+            start = number * self._chunk_rows
+            count = min(self._chunk_rows, self.kept - start)
+            rows[start:start + count] = self._chunks[number][:count]
+            self._chunks[number] = None
+        self._chunks = [rows]
+
     def _rows(self, rows):
         """The kept scores (points, C) of the given rows."""
-        import torch
-
-        if len(self._chunks) == 1:
-            return self._chunks[0].index_select(0, rows)
-        chunk = rows // CHUNK_ROWS
-        picked = self._chunks[0].new_empty((len(rows), self.channels))
-        for number in torch.unique(chunk).tolist():
-            where = (chunk == number).nonzero().squeeze(1)
-            picked[where] = self._chunks[number].index_select(0, rows[where] - number * CHUNK_ROWS)
-        return picked
+        return self._chunks[0].index_select(0, rows)

@@ -13,6 +13,7 @@ on are MONAI's own result bit for bit.
 from __future__ import annotations
 
 SIGMA_SCALE = 0.125  # MONAI's default, as the sidecar's sliding window uses it
+PLANES_HANDED_ON = 8  # finished planes divided and handed on at a time: a small share of what the buffer holds
 
 
 def blended_planes(image, roi_size, sw_batch_size: int, predictor, overlap: float, mode: str):
@@ -45,12 +46,12 @@ def blended_planes(image, roi_size, sw_batch_size: int, predictor, overlap: floa
         for window, window_scores in zip(batch, scores, strict=True):
             buffer.add(window, window_scores)
         finished = batches[number + 1][0][0].start if number + 1 < len(batches) else padded[0]
-        if finished == buffer.first:
-            continue  # the next batch starts where this one did: no plane is finished yet
-        first, blended = buffer.finish_before(finished)
-        low, high = max(first, padding[0][0]), min(finished, padding[0][0] + shape[0])
-        if low < high:
-            yield low - padding[0][0], blended[(slice(None), slice(low - first, high - first), *inside)]
+        for start in range(buffer.first, finished, PLANES_HANDED_ON):
+            stop = min(finished, start + PLANES_HANDED_ON)
+            blended = buffer.finish_before(stop)
+            low, high = max(start, padding[0][0]), min(stop, padding[0][0] + shape[0])  # padding is not handed on
+            if low < high:
+                yield low - padding[0][0], blended[(slice(None), slice(low - start, high - start), *inside)]
 
 
 def _scan_interval(shape: tuple, roi_size: tuple, overlap: float) -> tuple:
@@ -76,17 +77,18 @@ class _PlaneBuffer:
             self.scores[(slice(None), ring, *in_plane)] += window_scores[:, part]
             self.weights[(slice(None), ring, *in_plane)] += self.weight[0, :, part]
 
-    def finish_before(self, end: int) -> tuple:
-        """``(first plane, scores / weights)`` of the planes before ``end``; their places are cleared for reuse."""
+    def finish_before(self, end: int):
+        """The blended scores (scores / weights) of the planes from the first not handed on to ``end``; their places
+        are cleared for reuse."""
         import torch
 
-        first, parts = self.first, self._ring_parts(self.first, end)
+        parts = self._ring_parts(self.first, end)
         blended = torch.cat([self.scores[:, ring] / self.weights[:, ring] for ring, _part in parts], dim=1)
         for ring, _part in parts:
             self.scores[:, ring] = 0
             self.weights[:, ring] = 0
         self.first = end
-        return first, blended
+        return blended
 
     def _ring_parts(self, start: int, stop: int) -> list:
         """The planes ``start:stop`` as (ring slice, slice of those planes) pairs: two where the ring wraps."""
