@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,13 +72,19 @@ def test_a_multi_channel_input_reaches_the_model_channel_first(runner, tiny_mode
     assert np.array_equal(result.labelmap.array, (channels[..., 1] > channels[..., 0]).astype(np.uint8))
 
 
+@pytest.mark.parametrize("windowed", [False, True])
 @pytest.mark.parametrize(("model", "cause"), [
     ("two_input_channels", "the model takes 2 input channels; the input has 1"),
     ("shrinking", "a segmentation model must keep the shape"),
 ])
-def test_a_model_that_does_not_fit_the_input_is_named(runner, tiny_models, model, cause):
+def test_a_model_that_does_not_fit_the_input_is_named(runner, tiny_models, tmp_path, model, cause, windowed):
+    path = tiny_models[model]
+    if windowed:  # the same model by sliding window: the error comes from its first window
+        path = str(shutil.copy(path, tmp_path / "windowed.ts"))
+        (tmp_path / "windowed.json").write_text(json.dumps({"inference": {"roi_size": [4, 4, 4],
+                                                                          "sw_batch_size": 2}}))
     with pytest.raises(PackageError, match=cause) as raised:
-        runner.run(tiny_models[model], Volume(np.zeros((6, 6, 6), np.float32)))
+        runner.run(path, Volume(np.zeros((6, 6, 6), np.float32)))
     assert "\n" not in str(raised.value)
 
 

@@ -30,6 +30,8 @@ def small_network():
     ((10, 33, 29), (16, 16, 16), 2, 0.25, "gaussian"),  # the first axis shorter than the window: padded
     ((40, 8, 29), (16, 16, 16), 4, 0.6, "gaussian"),
     ((37, 20, 20), (-1, 16, 16), 2, 0.25, "gaussian"),  # a window as long as the axis
+    ((9, 13, 29), (16, 16, 16), 2, 0.25, "gaussian"),  # uneven padding: 3 before and 4 after, 1 and 2
+    ((9, 13, 11), (16, 16, 16), 1, 0.25, "constant"),  # smaller than the window on every axis: one window
 ])
 def test_the_planes_handed_on_are_monais_sliding_window_bit_for_bit(shape, roi_size, sw_batch_size, overlap, mode):
     import torch
@@ -71,8 +73,8 @@ def blocks_of(scores, sizes):
         yield first, scores[:, first:]
 
 
-def built(scores, sizes, threshold=None):
-    working = boundary_scores.BoundaryScores(scores.shape[1:], threshold)
+def built(scores, sizes, threshold=None, boundaries=True):
+    working = boundary_scores.BoundaryScores(scores.shape[1:], threshold, boundaries)
     for first, block in blocks_of(scores, sizes):
         working.add(first, block)
     return working
@@ -101,6 +103,16 @@ def test_one_channel_from_planes_is_thresholded_after_linear_resampling():
     reference = full_size_reference(scores, working, shape, ijk_to_ras, threshold=0.5)
     assert 0 < reference.mean() < 1
     assert np.mean(labels == reference) >= AGREEMENT
+
+
+def test_nearest_labels_keep_no_scores():
+    working, shape, ijk_to_ras = geometry("oblique")
+    scores = smooth_scores(3, (52, 50, 48), seed=3)
+    labels_only = built(scores, [6, 1, 20], boundaries=False)
+    assert labels_only.kept == 0 and labels_only.cells is None
+    nearest = onto.labels_on_input_grid(labels_only, working, shape, ijk_to_ras, interpolation="nearest")
+    assert np.array_equal(nearest, onto.labels_on_input_grid(scores, working, shape, ijk_to_ras,
+                                                             interpolation="nearest"))
 
 
 def sphere_scores(classes: int, shape: tuple):

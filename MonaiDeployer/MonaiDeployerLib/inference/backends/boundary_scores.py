@@ -21,14 +21,17 @@ CHUNK_BYTES = 64 << 20  # kept scores are stored in chunks this large (the syste
 
 
 class BoundaryScores:
-    """Build with ``add`` for every plane in order; then it answers as ``onto_input_grid.DenseScores`` does."""
+    """Build with ``add`` for every plane in order; then it answers as ``onto_input_grid.DenseScores`` does.
 
-    def __init__(self, shape: tuple, threshold: float | None):
+    ``boundaries=False`` keeps the labels only (nearest labels need nothing else).
+    """
+
+    def __init__(self, shape: tuple, threshold: float | None, boundaries: bool = True):
         import torch
 
-        self.shape, self.threshold, self.channels = tuple(shape), threshold, None
+        self.shape, self.threshold, self.channels, self.boundaries = tuple(shape), threshold, None, boundaries
         self.labels = self.cells = None  # allocated with the first planes, in the dtypes their labels need
-        self._index = torch.full(self.shape, -1, dtype=torch.int32)  # each kept voxel's row, else -1
+        self._index = torch.full(self.shape if boundaries else (0, 0, 0), -1, dtype=torch.int32)  # kept rows, or -1
         self._chunks, self._chunk_rows, self.kept = [], 0, 0  # kept: how many voxels' scores are kept
         self._waiting = None  # the last plane added: its cells need the next plane's labels
         self._mixed_before = None  # the previous plane's MIXED cells, whose corners reach into this plane
@@ -43,6 +46,8 @@ class BoundaryScores:
             self.labels = torch.empty(self.shape, dtype=labels.dtype)
         end = first + scores.shape[1]
         self.labels[first:end] = labels
+        if not self.boundaries:
+            return
         start = first - 1 if self._waiting is not None else first
         cells = cell_labels(self.labels[start:end])
         if end < self.shape[0]:

@@ -114,42 +114,44 @@ def _infer(model, batch, settings, output, report):
     """The working grid's labels and scores, activated: one forward pass over the whole volume, or MONAI's sliding
     window when the sidecar sets a window, streamed a few planes at a time (see ``sliding_window``)."""
     shape = tuple(batch.shape[2:])
+    if not settings.roi_size:
+        scores = _forward(model, batch)[0].float().cpu()
+        return DenseScores(_activated(scores, output.activation), output.threshold if len(scores) == 1 else None)
+    windows = sliding_window_count(shape, settings.roi_size, settings.overlap)
+    batches = max(1, math.ceil(windows / settings.sw_batch_size))
+    done = [0]
+
+    def predictor(patches):
+        scores = _forward(model, patches)
+        done[0] += 1
+        report("inference", min(1.0, done[0] / batches))
+        return scores
+
+    working = None
+    for first, scores in blended_planes(batch, settings.roi_size, settings.sw_batch_size, predictor,
+                                        settings.overlap, settings.mode):
+        scores = _activated(scores.float().cpu(), output.activation)
+        if working is None:  # nearest labels need no scores between voxels
+            working = BoundaryScores(shape, output.threshold if len(scores) == 1 else None,
+                                     boundaries=output.interpolation == "linear")
+        working.add(first, scores)
+    return working
+
+
+def _forward(model, inputs):
+    """The model's scores (batch, C, I, J, K) for ``inputs``; a clear one-line error for anything else."""
     try:
-        if not settings.roi_size:
-            scores = _checked(model(batch), shape)[0].float().cpu()
-            return DenseScores(_activated(scores, output.activation), output.threshold if len(scores) == 1 else None)
-        windows = sliding_window_count(shape, settings.roi_size, settings.overlap)
-        batches = max(1, math.ceil(windows / settings.sw_batch_size))
-        done = [0]
-
-        def predictor(patches):
-            scores = _checked(model(patches), tuple(patches.shape[2:]))
-            done[0] += 1
-            report("inference", min(1.0, done[0] / batches))
-            return scores
-
-        working = None
-        for first, scores in blended_planes(batch, settings.roi_size, settings.sw_batch_size, predictor,
-                                            settings.overlap, settings.mode):
-            scores = _activated(scores.float().cpu(), output.activation)
-            if working is None:
-                working = BoundaryScores(shape, output.threshold if len(scores) == 1 else None)
-            working.add(first, scores)
-        return working
+        output = model(inputs)
     except RuntimeError as error:
         raise PackageError(_explain_forward_failure(error)) from error
-
-
-def _checked(output, shape: tuple):
-    """The model's scores (batch, C, I, J, K) for an input of spatial ``shape``; a clear error for anything else."""
     if isinstance(output, (tuple, list)):
         output = output[0]
     if output.ndim != 5:
         raise PackageError(f"the model returned a {output.ndim}D tensor; a 3D segmentation model returns "
                            "batch, channel, I, J, K")
-    if tuple(output.shape[2:]) != shape:
-        raise PackageError(f"the model's output has spatial shape {tuple(output.shape[2:])} for an input of "
-                           f"{shape}; a segmentation model must keep the shape")
+    if tuple(output.shape[2:]) != tuple(inputs.shape[2:]) or len(output) != len(inputs):
+        raise PackageError(f"the model's output has shape {tuple(output.shape)} for an input of "
+                           f"{tuple(inputs.shape)}; a segmentation model must keep the shape")
     return output
 
 
