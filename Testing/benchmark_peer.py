@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +138,7 @@ def write_nrrd(volume: Volume, path: Path) -> Path:
 def measure(peer_script: str, volume: Volume, folder: Path) -> dict:
     """The peer's per-run seconds (fastest of ``PEER_RUNS`` new processes), ours warm, and the labels' agreement."""
     import nrrd
-    from benchmark_real_size import TIMED_RUNS, best_of, peak_run
+    from benchmark_real_size import best_of, peak_run
 
     checkpoint = auto3dseg_checkpoint(folder / "model.pt")
     bundle = open_package(str(matching_bundle(checkpoint, folder / "Auto3DSegStyleBundle")))
@@ -154,11 +153,9 @@ def measure(peer_script: str, volume: Volume, folder: Path) -> dict:
 
     peer_seconds, peer_log = best_of(PEER_RUNS, peer_run)
     peer_labels, _header = nrrd.read(str(result))
-    started = time.perf_counter()
     with Runner(device="cpu") as runner:
         ours = peak_run(runner, bundle, volume)
-    return {"peer": peer_seconds, "peer_log": peer_log, "ours": ours, "runs": TIMED_RUNS,
-            "wall": time.perf_counter() - started,
+    return {"peer": peer_seconds, "peer_log": peer_log, "ours": ours,
             "agreement": float(np.mean(peer_labels == ours[3]))}
 
 

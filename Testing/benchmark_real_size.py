@@ -4,9 +4,8 @@ Measured: the floor (MONAI's sliding window of the sample model called in this p
 1.5 mm, 239x239x267), the warm sidecar run, the warm bundle run, 14-class models with the sample's sidecar (the
 sample model's scores plus classes that never win, so a trained model's boundaries; and the sample's network
 untrained, a boundary at every voxel), and the sample's sidecar asking for nearest labels and for a foreground
-crop; for each run the
-worker's peak resident memory during it, as a multiple of the volume's bytes; and the share of voxels the sidecar
-labels as the mode did with full-size class scores (``todays_pipeline``, in this process).
+crop; for each run the worker's peak resident memory during it, as a multiple of the volume's bytes; and the share
+of voxels the sidecar labels as the mode did with full-size class scores (``todays_pipeline``, in this process).
 Each warm row is the faster of two timed runs after one untimed run that loads the model (the floor likewise after
 one untimed call): the forward passes alone vary by a third from run to run here. The peak is over both runs, each
 row in a worker of its own.

@@ -97,11 +97,16 @@ def one_line_cause(error: BaseException) -> str:
     return text
 
 
+def scan_interval(shape, roi_size, overlap: float) -> tuple:
+    """MONAI's step between windows: the window less its overlap, at least 1; a window as long as the axis, once."""
+    return tuple(roi if roi == size else max(1, int(roi * (1 - overlap)))
+                 for size, roi in zip(shape, roi_size, strict=True))
+
+
 def sliding_window_count(shape, roi_size, overlap: float) -> int:
-    """How many windows MONAI's sliding window visits (its scan interval rule)."""
+    """How many windows MONAI's sliding window visits."""
     count = 1
-    for size, roi in zip(shape, roi_size, strict=True):
-        interval = max(1, int(roi * (1 - overlap)))
+    for size, roi, interval in zip(shape, roi_size, scan_interval(shape, roi_size, overlap), strict=True):
         count *= 1 if size <= roi else math.ceil((size - roi) / interval) + 1
     return count
 

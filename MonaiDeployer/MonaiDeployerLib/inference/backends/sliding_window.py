@@ -12,6 +12,8 @@ on are MONAI's own result bit for bit.
 
 from __future__ import annotations
 
+from . import scan_interval
+
 SIGMA_SCALE = 0.125  # MONAI's default, as the sidecar's sliding window uses it
 PLANES_HANDED_ON = 8  # finished planes divided and handed on at a time: a small share of what the buffer holds
 
@@ -28,12 +30,12 @@ def blended_planes(image, roi_size, sw_batch_size: int, predictor, overlap: floa
 
     shape = tuple(image.shape[2:])
     roi_size = fall_back_tuple(roi_size, shape)
-    padding = [(max(roi - size, 0) // 2, max(roi - size, 0) - max(roi - size, 0) // 2)
-               for roi, size in zip(roi_size, shape, strict=True)]
-    if any(low or high for low, high in padding):  # as MONAI pads an image smaller than the window
+    short = [max(roi - size, 0) for roi, size in zip(roi_size, shape, strict=True)]
+    padding = [(missing // 2, missing - missing // 2) for missing in short]  # before and after, as MONAI pads
+    if any(short):  # an image smaller than the window
         image = torch.nn.functional.pad(image, [side for pair in reversed(padding) for side in pair])
     padded = tuple(image.shape[2:])
-    windows = dense_patch_slices(padded, roi_size, _scan_interval(padded, roi_size, overlap))
+    windows = dense_patch_slices(padded, roi_size, scan_interval(padded, roi_size, overlap))
     weight = compute_importance_map(get_valid_patch_size(padded, roi_size), mode=mode, sigma_scale=SIGMA_SCALE,
                                     device=image.device, dtype=image.dtype)[None, None]
     batches = [windows[start:start + sw_batch_size] for start in range(0, len(windows), sw_batch_size)]
@@ -52,12 +54,6 @@ def blended_planes(image, roi_size, sw_batch_size: int, predictor, overlap: floa
             low, high = max(start, padding[0][0]), min(stop, padding[0][0] + shape[0])  # padding is not handed on
             if low < high:
                 yield low - padding[0][0], blended[(slice(None), slice(low - start, high - start), *inside)]
-
-
-def _scan_interval(shape: tuple, roi_size: tuple, overlap: float) -> tuple:
-    """MONAI's step between windows: the window less its overlap, at least 1; a window as long as the axis, once."""
-    return tuple(roi if roi == size else max(1, int(roi * (1 - overlap))) for size, roi in zip(shape, roi_size,
-                                                                                                 strict=True))
 
 
 class _PlaneBuffer:
