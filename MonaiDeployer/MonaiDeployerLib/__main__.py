@@ -1,5 +1,5 @@
-"""Command line: ``monaideployer inspect|run ...`` (the installed console script) or ``python -m MonaiDeployerLib``;
-errors are one line on stderr, exit 1."""
+"""Command line: ``monaideployer inspect|run|batch ...`` (the installed console script) or
+``python -m MonaiDeployerLib``; errors are one line on stderr, exit 1."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import json
 import os
 import sys
 
-import numpy as np
-
 from . import MODES, MonaiDeployerError, Runner, open_package, read_volume, write_volume
 from .environment.made import list_environments, make_environment, remove_environment
 from .environment.requirements import normalise_name
-from .imageio.volume import check_output, stack_channels, volume_suffix
+from .imageio.volume import check_output, stack_channels
 from .logs import log_to_stderr
 from .packages import package_facts
 from .packages.map_build import package_app
 from .packages.map_image import describe_map
 from .packages.trust import TrustList
+from .runs.batch import Batch
+from .runs.batch_report import BatchReport
+from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, voxel_counts
+from .runs.cases import find_cases
 
 
 def main(argv=None) -> int:
@@ -48,22 +50,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="input volume: .nrrd, .nii or .nii.gz; several on one grid are the model's input channels, "
                           "in the order given (a 4D file's channels work too)")
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    run.add_argument("--cold", action="store_true",
-                     help="MONAI Deploy app: python app.py -i -o -m in a new process; MAP: a new container "
-                          "(default: warm, the app imported once in the worker or in one kept container)")
-    run.add_argument("--input-format", choices=("nifti", "dicom"),
-                     help="MONAI Deploy app or MAP: hand it NIfTI or a DICOM series "
-                          "(default: what its app.yaml, manifest or code says)")
-    run.add_argument("--timeout", type=float, metavar="SECONDS",
-                     help="stop a run that has not finished after this long (its processes too)")
-    run.add_argument("--made-environment", action="store_true",
-                     help="run in a virtual environment made for the package from its metadata or requirements.txt "
-                          "(made on first use over --python's packages, then reused; see: env list)")
-    run.add_argument("--trust", action="store_true",
-                     help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
-                          "that runs with your permissions, so use this only for packages from a source you trust")
-    _add_common_options(run)
+    _add_run_options(run)
+
+    batch = _package_command(commands, "batch", "segment many volumes (a cohort) with warm workers", _batch)
+    batch.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="volume files (.nrrd, .nii, .nii.gz), folders of them (searched recursively), or folders "
+                            "of DICOM files (each image series is one case)")
+    batch.add_argument("--output-dir", required=True, metavar="DIR",
+                       help="where the outputs go, named after their inputs (a DICOM series: patient_study_series)")
+    batch.add_argument("--suffix", default=".seg.nrrd", choices=OUTPUT_SUFFIXES,
+                       help="output type (default: %(default)s); .dcm writes a DICOM SEG that references its series")
+    batch.add_argument("--skip-existing", action="store_true",
+                       help="leave out the cases whose output exists (to resume a batch that was stopped)")
+    batch.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="workers running cases side by side (default: 1; one per GPU, or more for CPU-bound "
+                            "pre-processing)")
+    _add_run_options(batch)
 
     environments = commands.add_parser("env", help="environments made for packages: make, list, remove")
     environment_commands = _Commands(environments.add_subparsers(required=True, metavar="ACTION"))
@@ -113,6 +115,27 @@ class _Commands:
 def _program() -> str:
     """The name help shows: how this process was started (``python -m`` runs this file as ``__main__.py``)."""
     return "python -m MonaiDeployerLib" if os.path.basename(sys.argv[0]) == "__main__.py" else "monaideployer"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a package: where and how it runs."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    parser.add_argument("--cold", action="store_true",
+                        help="MONAI Deploy app: python app.py -i -o -m in a new process; MAP: a new container "
+                             "(default: warm, the app imported once in the worker or in one kept container)")
+    parser.add_argument("--input-format", choices=("nifti", "dicom"),
+                        help="MONAI Deploy app or MAP: hand it NIfTI or a DICOM series "
+                             "(default: what its app.yaml, manifest or code says)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop a run that has not finished after this long (its processes too)")
+    parser.add_argument("--made-environment", action="store_true",
+                        help="run in a virtual environment made for the package from its metadata or "
+                             "requirements.txt (made on first use over --python's packages, then reused; see: env "
+                             "list)")
+    parser.add_argument("--trust", action="store_true",
+                        help="run a bundle or Deploy app even if not trusted before: its configs or code are Python "
+                             "that runs with your permissions, so use this only for packages from a source you trust")
+    _add_common_options(parser)
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -185,27 +208,22 @@ def _inspect_image(arguments, package) -> int:
 
 
 def _run(arguments) -> int:
-    package = open_package(arguments.package, arguments.mode, model=arguments.model,
-                           launch="cold" if arguments.cold else "warm", input_format=arguments.input_format,
-                           runtime=arguments.runtime, entry_point=arguments.entry_point)
+    package = _open_to_run(arguments)
     overlapping = package.outputs_overlap
     check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
-    python, made = arguments.python, None
-    if arguments.made_environment:
-        made = make_environment(package, arguments.python, progress=lambda line: print(line, file=sys.stderr))
-        python = made.python
+    python, made = _worker_python(arguments, package)
     with Runner(python=python, device=arguments.device) as runner:
         result = runner.run(package, volume, timeout=arguments.timeout, trust=arguments.trust)
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         # while the runner is open: if this process is killed mid-write, its worker removes the partial file
         write_volume(arguments.output, result.labelmap, result.labels, result.colors, ledger=runner.private_folder)
-        others = [write_volume(_beside(arguments.output, index), other.labelmap, other.labels,
+        others = [write_volume(beside(arguments.output, index), other.labelmap, other.labels,
                                ledger=runner.private_folder) for index, other in enumerate(result.others, start=2)]
     if made is not None and made.made_now:
         result.timings = {"make_environment": made.seconds, **result.timings}
-    counts = _voxel_counts(result)
+    counts = voxel_counts(result)
     if arguments.json:
         print(json.dumps({"output": arguments.output, "others": others, "package": package.name, "mode": package.mode,
                           "labels": {str(value): name for value, name in result.labels.items()},
@@ -221,6 +239,69 @@ def _run(arguments) -> int:
         print(f"wrote {path} (the app's {other.name})")
     print("  timings: " + ", ".join(f"{stage} {seconds:.3f} s" for stage, seconds in result.timings.items()))
     return 0
+
+
+def _batch(arguments) -> int:
+    """Every case through warm workers; a failing case is reported and the others go on. Exit 1 if any failed."""
+    if arguments.jobs < 1:
+        raise MonaiDeployerError("--jobs must be 1 or more")
+    package = _open_to_run(arguments)
+    cases = find_cases(arguments.inputs)
+    outputs = CaseOutputs(arguments.output_dir, arguments.suffix)
+    outputs.check(package, cases)
+    report = BatchReport(len(cases), arguments.json)
+    to_run = []
+    for case in cases:
+        if arguments.skip_existing and os.path.exists(outputs.target(case)):
+            report.skipped(case, outputs.target(case))
+        else:
+            to_run.append(case)
+    python, _made = _worker_python(arguments, package)
+    runners = [Runner(python=python, device=arguments.device) for _ in range(arguments.jobs)]
+    interrupted, notes = False, set()
+    try:
+        if to_run:
+            with Batch(runners, package, to_run, arguments.trust, arguments.timeout) as batch:
+                for outcome in batch.outcomes(idle=lambda: report.running(batch.in_flight())):
+                    _write_case(outcome, outputs, report, runners[0].private_folder, notes)
+    except KeyboardInterrupt:  # the case in flight is stopped and cleaned up; finished outputs are whole
+        interrupted = True
+    finally:
+        for runner in runners:
+            runner.close()
+    report.summary(interrupted)
+    if interrupted:
+        print("error: interrupted; the finished outputs are whole: run again with --skip-existing to do the rest",
+              file=sys.stderr)
+        return 130
+    return 1 if report.failed else 0
+
+
+def _write_case(outcome, outputs: CaseOutputs, report: BatchReport, ledger: str, notes: set) -> None:
+    if not outcome.ok:
+        report.finished(outcome)
+        return
+    for note in set(outcome.result.notes) - notes:
+        print(f"note: {note}", file=sys.stderr)
+        notes.add(note)
+    try:
+        report.finished(outcome, outputs.write(outcome, ledger=ledger))
+    except MonaiDeployerError as error:
+        report.finished(outcome, error=error)
+
+
+def _open_to_run(arguments):
+    return open_package(arguments.package, arguments.mode, model=arguments.model,
+                        launch="cold" if arguments.cold else "warm", input_format=arguments.input_format,
+                        runtime=arguments.runtime, entry_point=arguments.entry_point)
+
+
+def _worker_python(arguments, package) -> tuple:
+    """The worker's Python: --python's, or the environment made for the package (made now if need be)."""
+    if not arguments.made_environment:
+        return arguments.python, None
+    made = make_environment(package, arguments.python, progress=lambda line: print(line, file=sys.stderr))
+    return made.python, made
 
 
 def _make_environment(arguments) -> int:
@@ -253,20 +334,6 @@ def _remove_environments(arguments) -> int:
         remove_environment(name)
         print(f"removed {name}")
     return 0
-
-
-def _beside(path: str, index: int) -> str:
-    """``seg.nii.gz`` -> ``seg-2.nii.gz``: where a Deploy app's further outputs go."""
-    suffix = volume_suffix(path)
-    return f"{path[:len(path) - len(suffix)]}-{index}{suffix}"
-
-
-def _voxel_counts(result) -> dict:
-    """Voxels per label value; overlapping segments are counted each in its own mask."""
-    array = result.labelmap.array
-    if result.overlapping:
-        return {value: int(np.count_nonzero(array[..., value - 1])) for value in sorted(result.labels)}
-    return {value: int(np.count_nonzero(array == value)) for value in sorted(result.labels)}
 
 
 if __name__ == "__main__":

@@ -96,12 +96,16 @@ def read_dicom_seg(path: str) -> tuple:
     except Exception as error:  # pydicom and highdicom raise many types for one cause: a file not usable
         raise PackageError(f"the DICOM SEG {os.path.basename(path)} cannot be read: "
                            f"{' '.join(str(error).split())}") from error
-    # highdicom indexes (slice, row, column) = (k, j, i); the library's volumes are [i, j, k]
-    array = np.transpose(np.asarray(seg_volume.array), (2, 1, 0))
-    affine = np.asarray(seg_volume.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
+    return from_highdicom_volume(seg_volume), labels
+
+
+def from_highdicom_volume(volume) -> Volume:
+    """A ``highdicom.Volume`` (indexed slice, row, column = k, j, i; affine in LPS) as a library volume [i, j, k]."""
+    array = np.transpose(np.asarray(volume.array), (2, 1, 0))
+    affine = np.asarray(volume.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
     matrix = np.eye(4)
     matrix[:3, :] = LPS_TO_RAS @ affine[:3, :]
-    return Volume(array, matrix), labels
+    return Volume(array, matrix)
 
 
 def is_dicom_seg(path: str) -> bool:

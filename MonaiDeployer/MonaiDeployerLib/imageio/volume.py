@@ -158,14 +158,22 @@ def write_volume(path: str, volume: Volume, labels: dict | None = None, colors: 
     path = os.fspath(path)
     check_output(path, _channel_names(volume, labels or {}) if volume.array.ndim == 4 else None)
     suffix = volume_suffix(path)
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{suffix}")
+    return write_whole(path, lambda partial: _write_partial(partial, suffix, volume, labels, colors), ledger)
+
+
+def write_whole(path: str, write, ledger: str | None = None) -> str:
+    """``write(partial)`` writes a file beside ``path``, renamed into place once whole: ``path`` appears whole or not
+    at all. ``ledger``: as in ``write_volume``. An error other than an ``OutputError`` is named as one."""
+    path = os.fspath(path)
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{volume_suffix(path) or os.path.splitext(path)[1]}")
     with noted_partial(ledger, partial):  # noted before it exists: a kill at any moment leaves it listed
         try:
             os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as error:
             raise OutputError(f"output is not writable: {path} ({error.strerror})") from error
         try:
-            _write_partial(partial, suffix, volume, labels, colors)
+            write(partial)
             os.replace(partial, path)
         except BaseException as error:
             if os.path.exists(partial):
@@ -193,6 +201,11 @@ def check_output(path: str, overlapping_segments: list | None = None) -> None:
         raise OutputError(f"cannot write {path}: the {len(overlapping_segments)} segments "
                           f"({', '.join(overlapping_segments)}) may overlap, and a .nrrd labelmap holds one label per "
                           "voxel; write .seg.nrrd (one layer per segment) or .nii.gz instead")
+    check_writable(path)
+
+
+def check_writable(path: str) -> None:
+    """Fail before any work is done when a file cannot be created at ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OutputError(f"output folder does not exist: {folder}")

@@ -210,7 +210,17 @@ class Worker:
             "model_cached": segmented.model_cached,
             "others": others,
             "notes": segmented.notes,
+            "resident_bytes": resident_bytes(),
         }
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux; None elsewhere): a batch's runs show whether the worker grows."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as stream:
+            return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _label_names(labels: dict) -> dict:

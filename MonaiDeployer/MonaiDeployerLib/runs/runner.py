@@ -51,6 +51,7 @@ class Result:
     name: str = ""
     others: list = field(default_factory=list)
     notes: list = field(default_factory=list)  # how it ran, where the user should know (e.g. cold, and why)
+    worker_memory: int | None = None  # the worker's resident bytes once the run was done (None: not known)
 
     @property
     def overlapping(self) -> bool:
@@ -71,6 +72,7 @@ class Runner:
         self._warm_pid = None  # the worker process asked to import torch and MONAI
         self._warmup = None
         self._closed = False
+        self._fresh_worker = False  # a worker started by ready(), not yet counted in a run's timings
 
     @property
     def python(self) -> str:
@@ -138,27 +140,37 @@ class Runner:
         gets these original files instead of a series written from the volume. ``job``: the job to run it as
         (a ``NodeSegmentation`` adds its own step after the result); default a new ``Job``.
         """
-        self._check_open()
-        if self._job is not None and not self._job.done:
-            raise WorkerError("a run is already in progress; wait for it or cancel it")
         check_volume(volume)
+        package = self.ready(package, trust)
+        return self.submit_folder(RunFolder(self.private_folder, package, volume, dicom_files or []), job)
+
+    def ready(self, package, trust: bool = False) -> PackageInfo:
+        """The checks before runs of ``package`` (a path is opened): trusted, its requirements met, the worker started
+        and told who owns this runner's private folder, before any patient data is written there."""
+        self._check_idle()
         package = package if isinstance(package, PackageInfo) else open_package(package)
         self.trust_list.check(package, trust)
-        started_worker = self.client.start()
-        if self._owner_told != self.client.pid:  # before any patient data is written: who cleans up if we die
-            self.client.tell("owner", folder=self.private_folder)
-            self._owner_told = self.client.pid
+        self._start_worker()
         missing = missing_requirements(package.requirements, self.environment()["packages"])
         if missing:
             raise PackageError(f"{package.name} cannot run in {self.python}: " + "; ".join(missing))
-        kind = package.kind
-        runtime = kind.container_runtime(package)
+        runtime = package.kind.container_runtime(package)
         if runtime is not None:
             leftovers.note_runtime(self.private_folder, runtime)
-        folder = RunFolder(self.private_folder, package, volume, dicom_files or [])
+        return package
+
+    def submit_folder(self, folder: RunFolder, job: Job | None = None) -> Job:
+        """Start the run of a folder prepared in ``private_folder`` for a package ``ready`` has checked (a batch
+        writes the next case's folder while the previous case runs). The folder is removed however the run ends."""
         try:
+            self._check_idle()
+            self._start_worker()
+            started_worker, self._fresh_worker = self._fresh_worker, False
+            package, kind = folder.package, folder.package.kind
+            folder.submitted()
             job = self.client.call("run", job=job, package=package.to_dict(), input=folder.input,
-                                   output=folder.output, ijk_to_ras=volume.ijk_to_ras.tolist(), device=self.device)
+                                   output=folder.output, ijk_to_ras=folder.volume.ijk_to_ras.tolist(),
+                                   device=self.device)
         except BaseException:
             folder.remove()
             raise
@@ -171,6 +183,19 @@ class Runner:
         self._job = job
         return job
 
+    def _check_idle(self) -> None:
+        self._check_open()
+        if self._job is not None and not self._job.done:
+            raise WorkerError("a run is already in progress; wait for it or cancel it")
+
+    def _start_worker(self) -> None:
+        """Start the worker unless it runs, and name this runner's private folder to it. A worker started since the
+        last run was submitted is noted: that run's timings include its start-up."""
+        self._fresh_worker = self.client.start() or self._fresh_worker
+        if self._owner_told != self.client.pid:  # before any patient data is written: who cleans up if we die
+            self.client.tell("owner", folder=self.private_folder)
+            self._owner_told = self.client.pid
+
     @property
     def private_folder(self) -> str:
         """The folder of this runner's run folders (a warm MAP container sees it, and nothing else of the host).
@@ -182,6 +207,27 @@ class Runner:
         if self._jobs_folder is None:
             self._jobs_folder = leftovers.make_private_folder()
         return self._jobs_folder
+
+    def run_many(self, package, inputs, trust: bool = False, jobs: int = 1, timeout: float | None = None,
+                 progress=None):
+        """Run on many cases, yielding each one's ``batch.CaseOutcome`` (its source, and its ``Result`` or error) as
+        soon as it is done. ``inputs``: volume files, folders of them or of DICOM series, ``Volume``s, or a mix.
+
+        Pipelined: the next case is read while the worker runs, and handed over before a finished one is yielded.
+        ``jobs`` > 1 runs that many workers (this runner's and ``jobs - 1`` more, closed at the end); ``timeout``
+        stops a case that takes longer; ``progress(case, event)`` gets the running cases' events.
+        """
+        from .batch import Batch
+        from .cases import find_cases
+
+        cases = find_cases(inputs)
+        more = [Runner(self.python, self.device, self.trust_list) for _ in range(max(jobs, 1) - 1)]
+        try:
+            with Batch([self, *more], package, cases, trust, timeout) as batch:
+                yield from batch.outcomes(progress)
+        finally:
+            for runner in more:
+                runner.close()
 
     def run(self, package, volume: Volume, progress=None, timeout: float | None = None, trust: bool = False,
             dicom_files: list | None = None) -> Result:
@@ -206,6 +252,10 @@ class RunFolder:
             self.remove()
             raise
         self._write_seconds = time.perf_counter() - self._started
+
+    def submitted(self) -> None:
+        """The run starts now: its total time counts from here (plus the writing), not from when it was prepared."""
+        self._started = time.perf_counter() - self._write_seconds
 
     def _path(self, name: str) -> str:
         return os.path.join(self._folder, name)
@@ -241,6 +291,7 @@ class RunFolder:
             package=self.package,
             others=[self._read_other(other) for other in answer.get("others", [])],
             notes=list(answer.get("notes", [])),
+            worker_memory=answer.get("resident_bytes"),
         )
 
     def _read_other(self, other: dict) -> Result:

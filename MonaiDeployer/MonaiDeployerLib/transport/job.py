@@ -89,10 +89,7 @@ class Job:
                     if progress is not None:
                         progress(event)
                 if deadline is not None and not self._ended and time.monotonic() > deadline:
-                    stage = self.stage
-                    self._stop()
-                    self._end(error=WorkerError(f"no answer from the worker within {timeout:g} s while {stage}; "
-                                                "run stopped"))
+                    self.expire(timeout)
         except BaseException:
             self.cancel()
             raise
@@ -100,13 +97,21 @@ class Job:
             raise self.error
         return self.result
 
+    def expire(self, timeout: float) -> None:
+        """Stop now, as a cancel does, and end with the error of a run that took longer than ``timeout`` seconds."""
+        self._stop_with(lambda stage: WorkerError(f"no answer from the worker within {timeout:g} s while {stage}; "
+                                                  "run stopped"))
+
     def cancel(self) -> None:
         """Stop now; nothing of the steps happens (a cancelled run leaves the scene as it was)."""
+        self._stop_with(lambda stage: Cancelled(f"cancelled by the user while {stage}"))
+
+    def _stop_with(self, error: Callable[[str], BaseException]) -> None:
         if self._ended:
             return
         stage = self.stage
         self._stop()
-        self._end(error=Cancelled(f"cancelled by the user while {stage}"))
+        self._end(error=error(stage))
 
     def _stop(self) -> None:
         for stop in self._stops:

@@ -1,0 +1,186 @@
+"""Many cases through warm workers, pipelined, with no thread but the readers: poll it (the panel does, from a timer)
+or take ``outcomes()`` (the command line and ``Runner.run_many`` do).
+
+Each lane is one ``Runner`` (one worker) and its next case: while the worker runs a case, a reader thread reads the
+next one and writes it into a run folder for that worker, so that the moment a case is done the next is handed
+over, before the finished one is handed on to be written. A case that fails (unreadable, refused, the model's own
+error, a worker that crashed) is one outcome with its error; the batch goes on, with a new worker if need be.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import InputError, MonaiDeployerError
+from ..imageio.volume import check_volume
+from .cases import Case
+from .runner import Result, RunFolder
+
+IDLE_POLL_SECONDS = 0.01
+
+
+@dataclass
+class CaseOutcome:
+    """What became of one case: its ``result``, or the ``error`` that stopped it (one line); ``seconds``: its own
+    reading and run (not the time it waited for a worker)."""
+
+    case: Case
+    result: Result | None = None
+    error: MonaiDeployerError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def source(self):
+        """What the caller named: the ``Volume`` given, else the file or the DICOM series' folder."""
+        return self.case.volume if self.case.volume is not None else self.case.path
+
+
+@dataclass
+class _Prepared:
+    case: Case
+    read_seconds: float = 0.0
+    folder: RunFolder | None = None
+    error: MonaiDeployerError | None = None
+    submitted: float | None = None  # when its worker got it
+
+    def seconds(self) -> float:
+        return self.read_seconds + (time.perf_counter() - self.submitted if self.submitted is not None else 0.0)
+
+
+class _Lane:
+    def __init__(self, runner):
+        self.runner = runner
+        self.job = None
+        self.running = None  # the _Prepared whose job runs
+        self.next = None  # the future of the next _Prepared
+        self.fraction = None  # the running case's last progress fraction
+
+
+class Batch:
+    """``cases`` (``cases.Case``) of one package through ``runners`` (one lane each; the caller owns and closes
+    them). ``timeout``: seconds after which a case that has not finished is stopped and counted as failed."""
+
+    def __init__(self, runners, package, cases, trust: bool = False, timeout: float | None = None):
+        self._waiting = collections.deque(cases)
+        self.total = len(self._waiting)
+        self.finished = 0
+        self._timeout = timeout
+        self.package = runners[0].ready(package, trust)
+        for runner in runners[1:]:
+            runner.ready(self.package, trust)
+        self._lanes = [_Lane(runner) for runner in runners]
+        self._readers = ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="monaideployer-read")
+        self._closed = False
+        for lane in self._lanes:
+            self._read_next(lane)
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def done(self) -> bool:
+        return all(lane.job is None and lane.next is None for lane in self._lanes)
+
+    def in_flight(self) -> list:
+        """(case, stage, fraction or None, seconds so far) of each case a worker is running."""
+        return [(lane.running.case, lane.job.stage, lane.fraction, lane.running.seconds())
+                for lane in self._lanes if lane.job is not None]
+
+    def poll(self, progress=None) -> list:
+        """The outcomes of the cases finished since the last call (never blocks); hands each free worker its next
+        case. ``progress(case, event)`` gets the running cases' ``protocol.Event``s (stages, log lines)."""
+        outcomes = []
+        for lane in self._lanes:
+            if lane.job is not None:
+                self._follow(lane, outcomes, progress)
+            while lane.job is None and lane.next is not None and lane.next.done():
+                self._start(lane, lane.next.result(), outcomes)
+        self.finished += len(outcomes)
+        return outcomes
+
+    def outcomes(self, progress=None, idle=None):
+        """Each case's ``CaseOutcome`` as soon as it is done, until every case is; ``idle()`` is called between polls
+        that found none (a progress bar shows ``in_flight()`` there)."""
+        while not self.done:
+            finished = self.poll(progress)
+            yield from finished
+            if not finished:
+                if idle is not None:
+                    idle()
+                time.sleep(IDLE_POLL_SECONDS)
+
+    def cancel(self) -> None:
+        """Stop the cases in flight (their workers are stopped), and start no other; nothing of theirs is left."""
+        self._waiting.clear()
+        for lane in self._lanes:
+            if lane.job is not None:
+                lane.job.cancel()
+                lane.job = None
+            if lane.next is not None:
+                prepared = lane.next.result()  # a reader cannot be interrupted: let it finish, then undo its work
+                if prepared.folder is not None:
+                    prepared.folder.remove()
+                lane.next = None
+
+    def close(self) -> None:
+        """Cancel what is left and stop the readers (the runners stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.cancel()
+        self._readers.shutdown(wait=True)
+
+    def _follow(self, lane: _Lane, outcomes: list, progress) -> None:
+        for event in lane.job.poll():
+            if event.kind == "progress":
+                lane.fraction = event.fraction
+            if progress is not None:
+                progress(lane.running.case, event)
+        if not lane.job.done and self._timeout is not None and lane.running.seconds() > self._timeout:
+            lane.job.expire(self._timeout)
+        if lane.job.done:
+            job, prepared = lane.job, lane.running
+            lane.job = lane.running = lane.fraction = None
+            outcomes.append(CaseOutcome(prepared.case, job.result, job.error, prepared.seconds()))
+
+    def _start(self, lane: _Lane, prepared: _Prepared, outcomes: list) -> None:
+        """Hand a prepared case to the lane's worker (or count it failed), and begin reading the one after it."""
+        lane.next = None
+        self._read_next(lane)
+        if prepared.error is not None:
+            outcomes.append(CaseOutcome(prepared.case, error=prepared.error, seconds=prepared.seconds()))
+            return
+        try:
+            prepared.submitted = time.perf_counter()
+            lane.job = lane.runner.submit_folder(prepared.folder)
+            lane.running = prepared
+        except MonaiDeployerError as error:  # the worker cannot start: this case fails, the next one tries again
+            outcomes.append(CaseOutcome(prepared.case, error=error, seconds=prepared.seconds()))
+
+    def _read_next(self, lane: _Lane) -> None:
+        if self._waiting and not self._closed:
+            lane.next = self._readers.submit(self._prepare, lane.runner, self._waiting.popleft())
+
+    def _prepare(self, runner, case: Case) -> _Prepared:
+        """In a reader thread: the case's volume read, checked and written into a run folder of ``runner``."""
+        prepared, started = _Prepared(case), time.perf_counter()
+        try:
+            volume = case.read()
+            check_volume(volume)
+            prepared.folder = RunFolder(runner.private_folder, self.package, volume, list(case.dicom_files))
+        except MonaiDeployerError as error:
+            prepared.error = error
+        except Exception as error:  # a reader's unexpected failure is this case's, named
+            prepared.error = InputError(f"cannot read {case.name}: {type(error).__name__}: {error}")
+        prepared.read_seconds = time.perf_counter() - started
+        return prepared
