@@ -35,6 +35,7 @@ from slicer.util import VTKObservationMixin
 
 from MonaiDeployerLib.choices import (
     APP_INPUT_FORMAT_CHOICES,
+    BATCH_OUTPUT_SUFFIXES,
     CONTAINER_RUNTIME_CHOICES,
     DEVICES,
     LAUNCHES,
@@ -99,7 +100,10 @@ class MonaiDeployerParameterNode:
     containerRuntime - MAPs: "auto" (the first of podman, docker that answers), "podman" or "docker".
     madeEnvironment - Run in a virtual environment made for the package (from its metadata or requirements.txt)
         over the worker Python's packages, made on first use and reused.
-    runTimeout - Seconds after which a run that has not finished is stopped; 0 means never.
+    runTimeout - Seconds after which a run that has not finished is stopped; 0 means never (in a batch: each case).
+    batchInputFolder - Batch: a folder of volume files or DICOM series to segment besides the checked volumes.
+    batchOutputFolder - Batch: where the input folder's results are written.
+    batchSuffix - Batch: the type of those files.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode | None  # None: the wrapper's default
@@ -115,6 +119,9 @@ class MonaiDeployerParameterNode:
     containerRuntime: Annotated[str, Choice(list(CONTAINER_RUNTIME_CHOICES))] = "auto"
     madeEnvironment: bool = False
     runTimeout: Annotated[int, WithinRange(0, MAX_RUN_TIMEOUT_S)] = 0
+    batchInputFolder: str = ""
+    batchOutputFolder: str = ""
+    batchSuffix: Annotated[str, Choice(list(BATCH_OUTPUT_SUFFIXES))] = ".seg.nrrd"
 
 
 #
@@ -136,6 +143,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._background = None  # MonaiDeployerLib.background.PanelBackground: the card and the warm-up
         self._describedChoice = None  # the preflight.Choice the card shows
         self._job = None  # the NodeSegmentation in flight, if any
+        self._batch = None  # the NodeBatch in flight, if any
+        self._batchRows = []  # the rows of the results table, as nodebatch.BatchRow
         self._jobCreatesNode = False
         self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
         self._preparing = False  # Apply is asking its questions
@@ -170,12 +179,20 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.madeEnvironmentsButton.connect("clicked(bool)", self.onMadeEnvironmentsButton)
+        self.ui.batchApplyButton.connect("clicked(bool)", self.onBatchApplyButton)
+        self.ui.batchResultsTable.connect("cellClicked(int,int)", self.onBatchResultClicked)
+        self.ui.batchVolumesListWidget.connect("itemChanged(QListWidgetItem*)", lambda _item: self._updateButtons())
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self._onSceneNodesChanged)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self._onSceneNodesChanged)
         for button, lineEdit, folder, caption in (
                 (self.ui.packageFileButton, self.ui.packagePathLineEdit, False, _("Choose a model package file")),
                 (self.ui.packageFolderButton, self.ui.packagePathLineEdit, True, _("Choose a model package folder")),
                 (self.ui.workerPythonFileButton, self.ui.workerPythonLineEdit, False, _("Choose the worker Python")),
                 (self.ui.appModelFileButton, self.ui.appModelLineEdit, False, _("Choose the app's model file")),
-                (self.ui.appModelFolderButton, self.ui.appModelLineEdit, True, _("Choose the app's model folder"))):
+                (self.ui.appModelFolderButton, self.ui.appModelLineEdit, True, _("Choose the app's model folder")),
+                (self.ui.batchInputFolderButton, self.ui.batchInputFolderLineEdit, True, _("Choose the input folder")),
+                (self.ui.batchOutputFolderButton, self.ui.batchOutputFolderLineEdit, True,
+                 _("Choose the output folder"))):
             button.connect("clicked(bool)", lambda _checked, e=lineEdit, f=folder, c=caption: self._browse(e, f, c))
 
         self.initializeParameterNode()
@@ -187,6 +204,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._job.cancel()
             self._job = None
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         self.logic.closeRunner()  # first: a card or warm-up waiting on the worker then ends at once
         self._background.shutdown()
         self.removeObservers()
@@ -197,6 +217,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         """Called each time the user opens this module: bind the panel and warm the worker up meanwhile."""
         self.initializeParameterNode()
+        self._refreshBatchVolumes()
         self._startWarmup()
 
     def exit(self) -> None:
@@ -204,9 +225,13 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        """The scene's nodes are going away: stop the run."""
+        """The scene's nodes are going away: stop the run or the batch."""
         if self._job is not None:
             self._job.cancel()
+        if self._batch is not None:
+            self._batch.cancel()
+        self._batchRows = []
+        self.ui.batchResultsTable.setRowCount(0)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -256,7 +281,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                       p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment)
 
     def isRunning(self) -> bool:
-        return self._job is not None
+        return self._job is not None or self._batch is not None
 
     def isDescribing(self) -> bool:
         """The info card is being made (or waits for the user to stop typing)."""
@@ -272,17 +297,25 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for section in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton,
                         self.ui.advancedCollapsibleButton):
             section.enabled = not busy
+        for widget in (self.ui.batchVolumesListWidget, self.ui.batchInputFolderLineEdit,
+                       self.ui.batchInputFolderButton, self.ui.batchOutputFolderLineEdit,
+                       self.ui.batchOutputFolderButton, self.ui.batchSuffixComboBox):
+            widget.enabled = not busy
         self.ui.outputKindComboBox.enabled = bool(p) and p.outputNode is None
         self.ui.cancelButton.enabled = self.isRunning()
         if busy:
-            self.ui.applyButton.enabled = False
+            self.ui.applyButton.enabled = self.ui.batchApplyButton.enabled = False
             self.ui.applyButton.toolTip = _("A model is running; wait for it or cancel it.")
-        elif p and p.inputVolume and p.packagePath.strip():
+            return
+        if p and p.inputVolume and p.packagePath.strip():
             self.ui.applyButton.enabled = True
             self.ui.applyButton.toolTip = _("Run the model on the input volume.")
         else:
             self.ui.applyButton.enabled = False
             self.ui.applyButton.toolTip = _("Choose an input volume and a model package.")
+        folder = p.batchInputFolder.strip() if p else ""
+        self.ui.batchApplyButton.enabled = bool(p and p.packagePath.strip() and (self.checkedBatchVolumes() or folder)
+                                                and (not folder or p.batchOutputFolder.strip()))
 
     def _browse(self, lineEdit, folder: bool, caption: str) -> None:
         """File... and Folder...: what is chosen goes into the field, and from there into the parameter node."""
@@ -362,16 +395,46 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onApplyButton(self) -> None:
         """Ask what must be asked, then start the run; the timer follows it, so the GUI never waits on the model."""
+        p = self._parameterNode
+        self._appendLog(_("Running {package} on {volume}.").format(
+            package=p.packagePath, volume=p.inputVolume.GetName()))
+
+        def start(ready):
+            self._jobCreatesNode = p.outputNode is None
+            self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
+            self._job = self.logic.start(p.inputVolume, ready.package, p.outputNode, p.outputKind, p.device,
+                                         ready.python)
+
+        self._startWith(start)
+
+    def onBatchApplyButton(self) -> None:
+        """The same questions as Apply, then the checked volumes and the input folder's files, case after case."""
+        p = self._parameterNode
+        nodes = self.checkedBatchVolumes()
+        folder = p.batchInputFolder.strip()
+        self._appendLog(_("Running {package} on {count} scene volumes{folder}.").format(
+            package=p.packagePath, count=len(nodes),
+            folder=_(" and the files of {folder}").format(folder=folder) if folder else ""))
+        self._batchRows = []
+        self.ui.batchResultsTable.setRowCount(0)
+
+        def start(ready):
+            self._batch = self.logic.startBatch(nodes, ready.package, folder, p.batchOutputFolder.strip(),
+                                                p.batchSuffix, p.outputKind, p.device, ready.python,
+                                                timeout=p.runTimeout or None)
+
+        self._startWith(start)
+
+    def _startWith(self, start) -> None:
+        """Ask what must be asked (Preflight), then ``start(ready)``; the timer follows what it started."""
         from MonaiDeployerLib import MonaiDeployerError
         from MonaiDeployerLib.panel.preflight import NotStarted
 
-        p = self._parameterNode
         self.ui.progressBar.setRange(0, 100)
         self.ui.progressBar.value = 0
-        self._appendLog(_("Running {package} on {volume}.").format(
-            package=p.packagePath, volume=p.inputVolume.GetName()))
         self._preparing = True
         self._updateButtons()
+        started = False
         # Expected failures (a bad package, a worker that cannot start) go to the status line;
         # anything else is a bug, shown with its traceback.
         try:
@@ -380,24 +443,21 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     ready = self._ensurePreflight().prepare(self._choice(), PanelQuestions())
                     self._background.drop_warmup()  # the run's polling takes the worker's messages from here on
                     self._preferSegmentationForOverlaps(ready.package)  # the card may not have been shown yet
-                    self._jobCreatesNode = p.outputNode is None
-                    self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
-                    self._job = self.logic.start(p.inputVolume, ready.package, p.outputNode, p.outputKind, p.device,
-                                                 ready.python)
+                    start(ready)
+                    started = True
                 except NotStarted as reason:
                     if reason.failed:  # something is missing: the log says more
                         self._reportFailure(str(reason))
                     else:  # the user said no
                         self._setStatus(str(reason))
-                    return
                 except MonaiDeployerError as error:
                     self._reportFailure(str(error))
-                    return
         finally:
             self._preparing = False
             self._updateButtons()
-        self._setStatus(_("Started."), log=False)
-        self._timer.start()
+        if started:
+            self._setStatus(_("Started."), log=False)
+            self._timer.start()
 
     def _ensurePreflight(self):
         if self._preflight is None:
@@ -451,6 +511,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._setStatus(_("Cancelling..."), log=False)
             self._job.cancel()  # the next poll reports the outcome
+        if self._batch is not None:
+            self._setStatus(_("Cancelling..."), log=False)
+            self._batch.cancel()
 
     def _onTimer(self) -> None:
         self._showLibraryLog()
@@ -460,7 +523,9 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._background.poll_warmup()
         if self._job is not None:
             self._pollJob(self._job)
-        if not self._background.busy and self._job is None:
+        if self._batch is not None:
+            self._pollBatch(self._batch)
+        if not self._background.busy and not self.isRunning():
             self._timer.stop()
 
     def _pollJob(self, job) -> None:
@@ -517,6 +582,104 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
         if self._parameterNode:
             self._onParameterNodeModified()  # the card may have been left stale while the run held the worker
+
+    #
+    # Batches
+    #
+
+    def _onSceneNodesChanged(self, caller=None, event=None) -> None:
+        if self.parent.isEntered:
+            self._refreshBatchVolumes()
+
+    def _refreshBatchVolumes(self) -> None:
+        """One checkable item per volume of the scene (labelmaps left out); checks survive a refresh."""
+        listWidget = self.ui.batchVolumesListWidget
+        checked = {node.GetID() for node in self.checkedBatchVolumes()}
+        listWidget.blockSignals(True)
+        listWidget.clear()
+        for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
+            if node.IsA("vtkMRMLLabelMapVolumeNode"):
+                continue
+            item = qt.QListWidgetItem(node.GetName())
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Checked if node.GetID() in checked else qt.Qt.Unchecked)
+            item.setData(qt.Qt.UserRole, node.GetID())
+            listWidget.addItem(item)
+        listWidget.blockSignals(False)
+        self._updateButtons()
+
+    def checkedBatchVolumes(self) -> list:
+        listWidget = self.ui.batchVolumesListWidget
+        items = [listWidget.item(row) for row in range(listWidget.count)]
+        nodes = [slicer.mrmlScene.GetNodeByID(item.data(qt.Qt.UserRole)) for item in items
+                 if item.checkState() == qt.Qt.Checked]
+        return [node for node in nodes if node is not None]
+
+    def _pollBatch(self, batch) -> None:
+        try:
+            for row in batch.poll():
+                self._addBatchRow(row)
+        except Exception as error:  # a broken batch must not leave the timer firing forever
+            logging.exception("Polling the batch failed")
+            batch.cancel()
+            self._batch = None
+            self._reportFailure(str(error))
+            self._updateButtons()
+            return
+        self.ui.progressBar.setRange(0, batch.total)
+        self.ui.progressBar.value = len(batch.rows)
+        if batch.done:
+            self._onBatchDone(batch)
+            return
+        running = batch.in_flight()
+        if running:
+            case, stage = running[0][:2]
+            self.ui.stageLabel.text = _("Case {number} of {total}, {case}: {stage}").format(
+                number=len(batch.rows) + 1, total=batch.total, case=case.name, stage=stage)
+
+    def _addBatchRow(self, row) -> None:
+        table = self.ui.batchResultsTable
+        index = table.rowCount
+        table.insertRow(index)
+        status = _("done") if row.ok else _("failed")
+        for column, text in enumerate((row.case.name, status, f"{row.seconds:.1f}")):
+            item = qt.QTableWidgetItem(text)
+            item.setToolTip(row.message)
+            table.setItem(index, column, item)
+        self._batchRows.append(row)
+        if row.ok:
+            self._appendLog(_("{case}: done in {seconds:.1f} s: {made}").format(
+                case=row.case.name, seconds=row.seconds, made=row.message))
+        else:
+            self._appendLog(_("{case}: failed: {reason}").format(case=row.case.name, reason=row.message))
+
+    def _onBatchDone(self, batch) -> None:
+        self._batch = None
+        done = sum(row.ok for row in batch.rows)
+        failed = len(batch.rows) - done
+        if batch.cancelled:
+            self._setStatus(_("Cancelled after {finished} of {total} cases; the finished ones are kept.").format(
+                finished=len(batch.rows), total=batch.total))
+        elif failed:
+            self._setStatus(_("{failed} of {total} cases failed ({done} done); the log says why.").format(
+                failed=failed, total=batch.total, done=done))
+            self.ui.logCollapsibleButton.collapsed = False
+        else:
+            self._setStatus(_("All {total} cases done.").format(total=batch.total))
+        self._updateButtons()
+
+    def onBatchResultClicked(self, rowIndex: int, column: int = 0) -> None:
+        """Show a finished case's result over its input; a file's case is loaded into the scene first."""
+        if not 0 <= rowIndex < len(self._batchRows):
+            return
+        row = self._batchRows[rowIndex]
+        if not row.ok:
+            self._setStatus(_("{case} failed: {reason}").format(case=row.case.name, reason=row.message))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not show the result.")):
+            if row.output_node is None or row.output_node.GetScene() is None:
+                self.logic.loadBatchResult(row, self._parameterNode.outputKind)
+            showResult(row.input_node, row.output_node)
 
     def _reportFailure(self, message: str) -> None:
         self._setStatus(_("Failed: {message}").format(message=message))
@@ -667,6 +830,27 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
 
         return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
                                 output_kind=outputKind, trust=trust, dicom_files=self.dicomFilesOf(inputVolume))
+
+    def startBatch(self, inputVolumes, package, folder="", outputFolder="", suffix=".seg.nrrd", outputKind="labelmap",
+                   device="auto", python=None, trust=False, timeout=None):
+        """Start a batch over volume nodes (results: nodes beside them) and a folder's files (results: files in
+        ``outputFolder``) and return its NodeBatch at once: poll it until ``done``."""
+        from MonaiDeployerLib import OutputError
+        from MonaiDeployerLib.runs.case_outputs import CaseOutputs
+        from MonaiDeployerLib.scene.nodebatch import NodeBatch
+
+        if folder and not outputFolder:
+            raise OutputError(_("choose an output folder for the results of the input folder's files"))
+        outputs = CaseOutputs(outputFolder, suffix) if folder else None
+        return NodeBatch(self.runner(python, device), package, inputVolumes, folder, outputs, outputKind, trust,
+                         timeout)
+
+    @staticmethod
+    def loadBatchResult(row, outputKind="labelmap") -> None:
+        """A file case's input and result into the scene (``row.input_node``, ``row.output_node``)."""
+        from MonaiDeployerLib.scene.nodebatch import load_row
+
+        load_row(slicer.mrmlScene, row, outputKind)
 
     def process(self, inputVolume, packagePath, mode=None, outputNode=None, outputKind="labelmap", device="auto",
                 python=None, trust=False):

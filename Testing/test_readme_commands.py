@@ -17,19 +17,23 @@ from conftest import REPO_ROOT
 
 from MonaiDeployerLib import read_volume
 from MonaiDeployerLib.environment.made import MadeEnvironment, _create_virtual_environment, _python_in, _site_packages
+from MonaiDeployerLib.imageio.volume import volume_suffix
+from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 README_MARKER = "Try it on the sample model:"
 """The sentence in README.md's *Command line* section that the tested ```bash block follows."""
+BATCH_MARKER = "Segment a cohort:"
+"""The sentence in README.md's *Batches* section that the tested ```bash block follows."""
 LIBRARY = Path("MonaiDeployer", "MonaiDeployerLib")
 
 
-def readme_commands() -> list[str]:
-    """The lines of the first ```bash block after README_MARKER."""
+def readme_commands(marker: str = README_MARKER) -> list[str]:
+    """The lines of the first ```bash block after ``marker``."""
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert README_MARKER in text, f"README.md lost the sentence {README_MARKER!r} that the tested block follows"
-    block = re.search(r"^```bash\n(.*?)^```", text.split(README_MARKER, 1)[1], re.DOTALL | re.MULTILINE)
-    assert block, f"no ```bash block after {README_MARKER!r} in README.md"
+    assert marker in text, f"README.md lost the sentence {marker!r} that the tested block follows"
+    block = re.search(r"^```bash\n(.*?)^```", text.split(marker, 1)[1], re.DOTALL | re.MULTILINE)
+    assert block, f"no ```bash block after {marker!r} in README.md"
     return [line for line in block.group(1).splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -125,6 +129,29 @@ def test_the_readme_commands_run_verbatim_in_a_fresh_clone(tmp_path):
     assert set(np.unique(segmentation.array)) == {0, 1, 2}
     scores = dice_per_label(segmentation.array, truth.array, (1, 2))
     assert min(scores.values()) >= MINIMUM_DICE, scores
+    check_the_batch_block(clone)
+
+
+def check_the_batch_block(clone: Path) -> None:
+    """The *Batches* block in the same clone: each phantom it writes is segmented into the output folder."""
+    seeds = {case["name"]: case["seed"] for case in sampledata.held_out_cases()}
+    written = {}
+    for line in readme_commands(BATCH_MARKER):
+        finished = shell(line, clone)
+        assert finished.returncode == 0, f"{line}\n{finished.stdout}{finished.stderr}"
+        arguments = shlex.split(line)
+        if "--case" in arguments:
+            written[arguments[arguments.index("--case") + 1]] = Path(arguments[arguments.index("--case") - 1])
+        elif "batch" in arguments:
+            assert arguments[0] == ".venv/bin/monaideployer"
+            output = clone / arguments[arguments.index("--output-dir") + 1]
+            assert f"{len(written)} cases: {len(written)} done, 0 failed" in finished.stdout, finished.stdout
+    assert len(written) >= 2, "the Batches block lost a step"
+    for case, path in written.items():
+        labelmap = read_volume(output / (path.name[:-len(volume_suffix(path.name))] + ".seg.nrrd"))
+        truth = sampledata.render_phantom(labelmap.shape, labelmap.ijk_to_ras, seeds[case])[1]
+        scores = dice_per_label(labelmap.array, truth, (1, 2))
+        assert min(scores.values()) >= MINIMUM_DICE, (case, scores)
 
 
 def test_pip_install_of_a_checkout_gives_the_command(tmp_path):

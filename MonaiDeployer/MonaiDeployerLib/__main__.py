@@ -21,6 +21,7 @@ from .runs.batch import Batch
 from .runs.batch_report import BatchReport
 from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, voxel_counts
 from .runs.cases import find_cases
+from .runs.runner import threads_per_job
 
 
 def main(argv=None) -> int:
@@ -257,7 +258,8 @@ def _batch(arguments) -> int:
         else:
             to_run.append(case)
     python, _made = _worker_python(arguments, package)
-    runners = [Runner(python=python, device=arguments.device) for _ in range(arguments.jobs)]
+    runners = [Runner(python=python, device=arguments.device, threads=threads_per_job(arguments.jobs))
+               for _ in range(arguments.jobs)]
     interrupted, notes = False, set()
     try:
         if to_run:

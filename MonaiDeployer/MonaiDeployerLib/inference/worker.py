@@ -49,6 +49,7 @@ class Worker:
         self._owner_gone = False
         self._state = threading.Lock()  # between the reader noticing the end and the loop taking a request
         self._owner_folders = set()  # the private folders its owner named ("owner" messages)
+        self._default_threads = None  # torch's CPU threads before a runner set any
 
     def send(self, message: dict) -> None:
         self._channel.write(protocol.encode(message))
@@ -181,7 +182,20 @@ class Worker:
         backend = self._backends.get(kind.mode)
         if backend is None:  # one per kind, kept: loaded models stay loaded
             backend = self._backends[kind.mode] = kind.create_backend()
-        return self._segment(request, package, backend, self._import(kind.worker_imports))
+        timings = self._import(kind.worker_imports)
+        self._use_threads(request.get("threads"))
+        return self._segment(request, package, backend, timings)
+
+    def _use_threads(self, threads: int | None) -> None:
+        """torch's CPU threads for this run: the runner's number, else torch's own default (every core)."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return
+        if self._default_threads is None:
+            self._default_threads = torch.get_num_threads()
+        wanted = int(threads) if threads else self._default_threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def _segment(self, request: dict, package, backend, timings: dict) -> dict:
         request_id = request.get("id")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import InputError, MonaiDeployerError
@@ -168,14 +168,22 @@ class Batch:
             outcomes.append(CaseOutcome(prepared.case, error=error, seconds=prepared.seconds()))
 
     def _read_next(self, lane: _Lane) -> None:
-        if self._waiting and not self._closed:
-            lane.next = self._readers.submit(self._prepare, lane.runner, self._waiting.popleft())
-
-    def _prepare(self, runner, case: Case) -> _Prepared:
-        """In a reader thread: the case's volume read, checked and written into a run folder of ``runner``."""
-        prepared, started = _Prepared(case), time.perf_counter()
+        if not self._waiting or self._closed:
+            return
+        case, started = self._waiting.popleft(), time.perf_counter()
         try:
-            volume = case.read()
+            readable = case.for_reader()
+        except MonaiDeployerError as error:
+            lane.next = Future()
+            lane.next.set_result(_Prepared(case, time.perf_counter() - started, error=error))
+            return
+        lane.next = self._readers.submit(self._prepare, lane.runner, case, readable, started)
+
+    def _prepare(self, runner, case: Case, readable: Case, started: float) -> _Prepared:
+        """In a reader thread: the case's volume read, checked and written into a run folder of ``runner``."""
+        prepared = _Prepared(case)
+        try:
+            volume = readable.read()
             check_volume(volume)
             prepared.folder = RunFolder(runner.private_folder, self.package, volume, list(case.dicom_files))
         except MonaiDeployerError as error:

@@ -31,6 +31,11 @@ class Case:
     dicom_files: tuple = ()
     volume: Volume | None = None
 
+    def for_reader(self) -> Case:
+        """What a reader thread may read: the case itself (a file, a series, a volume in memory); a case that must be
+        read in the caller's thread (a scene node) returns a copy in memory instead."""
+        return self
+
     def read(self) -> Volume:
         if self.volume is not None:
             return self.volume

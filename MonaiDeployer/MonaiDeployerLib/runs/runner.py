@@ -62,8 +62,12 @@ class Result:
 class Runner:
     """A context manager over one warm worker process; runs are one at a time."""
 
-    def __init__(self, python: str | None = None, device: str = "auto", trust_list: TrustList | None = None):
+    def __init__(self, python: str | None = None, device: str = "auto", trust_list: TrustList | None = None,
+                 threads: int | None = None):
+        """``threads``: the CPU threads torch uses in the worker (default: torch's own, every core); workers that
+        share a machine (a batch's ``jobs``) each take their part, or they slow each other down."""
         self.device = device
+        self.threads = threads
         self.client = WorkerClient(python)
         self.trust_list = trust_list or TrustList()
         self._job = None
@@ -170,7 +174,7 @@ class Runner:
             folder.submitted()
             job = self.client.call("run", job=job, package=package.to_dict(), input=folder.input,
                                    output=folder.output, ijk_to_ras=folder.volume.ijk_to_ras.tolist(),
-                                   device=self.device)
+                                   device=self.device, threads=self.threads)
         except BaseException:
             folder.remove()
             raise
@@ -221,11 +225,13 @@ class Runner:
         from .cases import find_cases
 
         cases = find_cases(inputs)
-        more = [Runner(self.python, self.device, self.trust_list) for _ in range(max(jobs, 1) - 1)]
+        threads, self.threads = self.threads, self.threads or threads_per_job(jobs)
+        more = [Runner(self.python, self.device, self.trust_list, self.threads) for _ in range(max(jobs, 1) - 1)]
         try:
             with Batch([self, *more], package, cases, trust, timeout) as batch:
                 yield from batch.outcomes(progress)
         finally:
+            self.threads = threads
             for runner in more:
                 runner.close()
 
@@ -233,6 +239,11 @@ class Runner:
             dicom_files: list | None = None) -> Result:
         """Run and wait; ``progress`` gets each ``protocol.Event``."""
         return self.submit(package, volume, trust, dicom_files).wait(timeout=timeout, progress=progress)
+
+
+def threads_per_job(jobs: int) -> int | None:
+    """Each of ``jobs`` workers' share of this machine's cores (None for one worker: it takes them all)."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
 
 class RunFolder:

@@ -45,20 +45,26 @@ class NodeSegmentation(Job):
     def _place(self, result):
         """The output node (made, or the one asked for, filled) and one new node per further output."""
         self.run_result = result
-        segmentation = self.output_kind == "segmentation"
-        place = mrml.result_to_segmentation_node if segmentation else mrml.result_to_labelmap_node
-        made = []
-        try:
-            output_node = place(result, self.input_node, self._requested_node, self._name)
-            if self._requested_node is None:
-                made.append(output_node)
-            for other in result.others:
-                made.append(place(other, self.input_node, None, f"{self.input_node.GetName()} {other.name}"))
-        except Exception as error:  # ours already say what to do (e.g. overlapping segments into a labelmap)
-            for node in made:
-                mrml.remove_output_node(node)
-            if isinstance(error, MonaiDeployerError):
-                raise
-            raise MonaiDeployerError(f"cannot create the output node: {error}") from error
-        self.other_nodes = made[len(made) - len(result.others):]
+        output_node, self.other_nodes = place_result(result, self.input_node, self.output_kind, self._requested_node,
+                                                     self._name)
         return output_node
+
+
+def place_result(result, input_node, output_kind: str = "labelmap", requested_node=None, name: str | None = None):
+    """A result as nodes beside ``input_node``: the output node (made, or ``requested_node`` filled) and one new
+    node per further output; nothing is left made if any of them fails."""
+    place = mrml.result_to_segmentation_node if output_kind == "segmentation" else mrml.result_to_labelmap_node
+    made = []
+    try:
+        output_node = place(result, input_node, requested_node, name)
+        if requested_node is None:
+            made.append(output_node)
+        for other in result.others:
+            made.append(place(other, input_node, None, f"{input_node.GetName()} {other.name}"))
+    except Exception as error:  # ours already say what to do (e.g. overlapping segments into a labelmap)
+        for node in made:
+            mrml.remove_output_node(node)
+        if isinstance(error, MonaiDeployerError):
+            raise
+        raise MonaiDeployerError(f"cannot create the output node: {error}") from error
+    return output_node, made[len(made) - len(result.others):]
