@@ -170,6 +170,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._packageInfoTimer.setSingleShot(True)
         self._packageInfoTimer.setInterval(PACKAGE_INFO_DELAY_MS)
         self._packageInfoTimer.connect("timeout()", self.updatePackageInfo)
+        self._batchVolumesTimer = qt.QTimer()  # one refresh of the volume list for a burst of scene changes
+        self._batchVolumesTimer.setSingleShot(True)
+        self._batchVolumesTimer.setInterval(0)
+        self._batchVolumesTimer.connect("timeout()", self._refreshBatchVolumes)
         self._recentPackages = qt.QStringListModel()
         self.ui.packagePathLineEdit.setCompleter(qt.QCompleter(self._recentPackages, self.ui.packagePathLineEdit))
 
@@ -182,6 +186,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.batchApplyButton.connect("clicked(bool)", self.onBatchApplyButton)
         self.ui.batchResultsTable.connect("cellClicked(int,int)", self.onBatchResultClicked)
         self.ui.batchVolumesListWidget.connect("itemChanged(QListWidgetItem*)", lambda _item: self._updateButtons())
+        self.ui.batchCollapsibleButton.connect("contentsCollapsed(bool)",
+                                               lambda collapsed: collapsed or self._refreshBatchVolumes())
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeAddedEvent, self._onSceneNodesChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self._onSceneNodesChanged)
         for button, lineEdit, folder, caption in (
@@ -201,6 +207,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Called when the application closes and the module widget is destroyed."""
         self._timer.stop()
         self._packageInfoTimer.stop()
+        self._batchVolumesTimer.stop()
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -412,9 +419,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         nodes = self.checkedBatchVolumes()
         folder = p.batchInputFolder.strip()
-        self._appendLog(_("Running {package} on {count} scene volumes{folder}.").format(
-            package=p.packagePath, count=len(nodes),
-            folder=_(" and the files of {folder}").format(folder=folder) if folder else ""))
+        self._appendLog(_("Batch of {package}: scene volumes checked: {count}; input folder: {folder}.").format(
+            package=p.packagePath, count=len(nodes), folder=folder or _("none")))
         self._batchRows = []
         self.ui.batchResultsTable.setRowCount(0)
 
@@ -589,7 +595,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onSceneNodesChanged(self, caller=None, event=None) -> None:
         if self.parent.isEntered:
-            self._refreshBatchVolumes()
+            self._batchVolumesTimer.start()
 
     def _refreshBatchVolumes(self) -> None:
         """One checkable item per volume of the scene (labelmaps left out); checks survive a refresh."""
@@ -617,7 +623,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _pollBatch(self, batch) -> None:
         try:
-            for row in batch.poll():
+            for row in batch.poll(self._showBatchEvent):
                 self._addBatchRow(row)
         except Exception as error:  # a broken batch must not leave the timer firing forever
             logging.exception("Polling the batch failed")
@@ -637,6 +643,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.stageLabel.text = _("Case {number} of {total}, {case}: {stage}").format(
                 number=len(batch.rows) + 1, total=batch.total, case=case.name, stage=stage)
 
+    def _showBatchEvent(self, case, event) -> None:
+        if event.kind == "log":
+            self._appendLog(f"[{case.name}: {event.stage}] {event.message}" if event.stage else event.message)
+
     def _addBatchRow(self, row) -> None:
         table = self.ui.batchResultsTable
         index = table.rowCount
@@ -647,6 +657,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             item.setToolTip(row.message)
             table.setItem(index, column, item)
         self._batchRows.append(row)
+        for note in row.notes:
+            self._appendLog(note)
         if row.ok:
             self._appendLog(_("{case}: done in {seconds:.1f} s: {made}").format(
                 case=row.case.name, seconds=row.seconds, made=row.message))
@@ -667,6 +679,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self._setStatus(_("All {total} cases done.").format(total=batch.total))
         self._updateButtons()
+        if self._parameterNode:
+            self._onParameterNodeModified()  # the card may have been left stale while the batch held the worker
 
     def onBatchResultClicked(self, rowIndex: int, column: int = 0) -> None:
         """Show a finished case's result over its input; a file's case is loaded into the scene first."""
@@ -675,6 +689,10 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         row = self._batchRows[rowIndex]
         if not row.ok:
             self._setStatus(_("{case} failed: {reason}").format(case=row.case.name, reason=row.message))
+            return
+        if not row.outputs and (row.output_node is None or row.output_node.GetScene() is None
+                                or row.input_node.GetScene() is None):
+            self._setStatus(_("The result of {case} was removed from the scene.").format(case=row.case.name))
             return
         with slicer.util.tryWithErrorDisplay(_("Could not show the result.")):
             if row.output_node is None or row.output_node.GetScene() is None:
@@ -843,7 +861,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
             raise OutputError(_("choose an output folder for the results of the input folder's files"))
         outputs = CaseOutputs(outputFolder, suffix) if folder else None
         return NodeBatch(self.runner(python, device), package, inputVolumes, folder, outputs, outputKind, trust,
-                         timeout)
+                         timeout, self.dicomFilesOf)
 
     @staticmethod
     def loadBatchResult(row, outputKind="labelmap") -> None:

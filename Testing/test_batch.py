@@ -227,9 +227,15 @@ def test_cases_are_found_in_a_stable_order_and_outputs_that_would_collide_are_re
             (tmp_path / relative).write_text("left out")
         else:
             write_volume(tmp_path / relative, volume)
+    # a file meta group length (0002,0000) of type UL cut after its first byte
+    (tmp_path / "a" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00\x01")
     cases = find_cases([tmp_path])
-    assert [case.output_stem for case in cases] == ["c", "a/ct", "a/z", "b/ct"]
-    assert find_cases([tmp_path])[1].path == str(tmp_path / "a" / "ct.nii.gz")
+    assert [case.output_stem for case in cases] == ["c", "a/ct", "a/z", "b/ct", "a/broken.dcm"]
+    assert cases[1].path == str(tmp_path / "a" / "ct.nii.gz")
+    with pytest.raises(InputError, match=r"^cannot read the DICOM file .*broken\.dcm: "):
+        cases[4].read()  # a case that fails alone, not a batch refused
+    assert [case.output_stem for case in find_cases([tmp_path], outside=tmp_path / "b")] == [
+        "c", "a/ct", "a/z", "a/broken.dcm"]  # earlier outputs in the output folder are not inputs
     with pytest.raises(InputError, match=r"a/ct.nii.gz and .*b/ct.nrrd would write the same output ct"):
         find_cases([tmp_path / "a" / "ct.nii.gz", tmp_path / "b" / "ct.nrrd"])
     with pytest.raises(InputError, match="input not found: "):
@@ -241,3 +247,10 @@ def test_cases_are_found_in_a_stable_order_and_outputs_that_would_collide_are_re
         find_cases([tmp_path / "a" / "notes.txt"])
     with pytest.raises(OutputError, match=r"unsupported output suffix \.png"):
         CaseOutputs(str(tmp_path), ".png")
+
+
+def test_the_panels_batch_file_types_are_the_volume_files_the_library_writes():
+    from MonaiDeployerLib.choices import BATCH_OUTPUT_SUFFIXES
+    from MonaiDeployerLib.imageio.volume import SUFFIXES
+
+    assert BATCH_OUTPUT_SUFFIXES == SUFFIXES

@@ -22,6 +22,8 @@ from MonaiDeployerLib.packages.bundle import BundleSettings
 from MonaiDeployerLib.packages.deployapp import DeploySettings
 from MonaiDeployerLib.packages.map import MapSettings
 from MonaiDeployerLib.packages.sidecar import TorchScriptSettings
+from MonaiDeployerLib.runs.batch import Batch
+from MonaiDeployerLib.scene.nodebatch import NodeBatch
 from MonaiDeployerLib.scene.noderun import NodeSegmentation
 from MonaiDeployerLib.testing.selftest import SAMPLE_BUNDLE, SAMPLE_MODEL
 from MonaiDeployerLib.transport.client import WorkerClient
@@ -144,7 +146,8 @@ def test_outside_the_kinds_own_modules_no_code_branches_on_a_mode_name():
 
 def test_one_job_class_with_one_signature():
     """The worker client's calls, the API's runs and the Slicer node runs are Jobs; nothing else in the library
-    defines a job's methods again but a batch, which polls and cancels the Jobs of its cases."""
+    defines a job's methods again but a batch, which polls and cancels the Jobs of its cases (and its panel form,
+    a Batch whose rows are nodes, as a NodeSegmentation is a Job whose result is a node)."""
     assert list(inspect.signature(Job.wait).parameters) == ["self", "timeout", "progress"]
     assert inspect.signature(Job.wait).parameters["timeout"].default is None
     defining = []
@@ -154,7 +157,8 @@ def test_one_job_class_with_one_signature():
                 methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
                 if methods & {"poll", "wait", "cancel"}:
                     defining.append(f"{path.relative_to(LIBRARY).as_posix()}:{node.name}")
-    assert sorted(defining) == ["runs/batch.py:Batch", "transport/job.py:Job"]
+    assert sorted(defining) == ["runs/batch.py:Batch", "scene/nodebatch.py:NodeBatch", "transport/job.py:Job"]
+    assert issubclass(NodeBatch, Batch)
     assert issubclass(NodeSegmentation, Job)
 
 

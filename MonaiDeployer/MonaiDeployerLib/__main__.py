@@ -19,7 +19,7 @@ from .packages.map_image import describe_map
 from .packages.trust import TrustList
 from .runs.batch import Batch
 from .runs.batch_report import BatchReport
-from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, voxel_counts
+from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, overlapping_segments, voxel_counts
 from .runs.cases import find_cases
 from .runs.runner import threads_per_job
 
@@ -210,8 +210,7 @@ def _inspect_image(arguments, package) -> int:
 
 def _run(arguments) -> int:
     package = _open_to_run(arguments)
-    overlapping = package.outputs_overlap
-    check_output(arguments.output, [package.labels[value] for value in sorted(package.labels)] if overlapping else None)
+    check_output(arguments.output, overlapping_segments(package))
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
     python, made = _worker_python(arguments, package)
     with Runner(python=python, device=arguments.device) as runner:
@@ -247,28 +246,30 @@ def _batch(arguments) -> int:
     if arguments.jobs < 1:
         raise MonaiDeployerError("--jobs must be 1 or more")
     package = _open_to_run(arguments)
-    cases = find_cases(arguments.inputs)
+    cases = find_cases(arguments.inputs, outside=arguments.output_dir)
     outputs = CaseOutputs(arguments.output_dir, arguments.suffix)
     outputs.check(package, cases)
-    report = BatchReport(len(cases), arguments.json)
-    to_run = []
-    for case in cases:
-        if arguments.skip_existing and os.path.exists(outputs.target(case)):
-            report.skipped(case, outputs.target(case))
-        else:
-            to_run.append(case)
     python, _made = _worker_python(arguments, package)
     runners = [Runner(python=python, device=arguments.device, threads=threads_per_job(arguments.jobs))
                for _ in range(arguments.jobs)]
-    interrupted, notes = False, set()
+    report = BatchReport(len(cases), arguments.json)
+    interrupted = False
     try:
+        to_run = []
+        for case in cases:
+            if arguments.skip_existing and os.path.exists(outputs.target(case)):
+                report.skipped(case, outputs.target(case))
+            else:
+                to_run.append(case)
         if to_run:
             with Batch(runners, package, to_run, arguments.trust, arguments.timeout) as batch:
+                notes = set()
                 for outcome in batch.outcomes(idle=lambda: report.running(batch.in_flight())):
                     _write_case(outcome, outputs, report, runners[0].private_folder, notes)
     except KeyboardInterrupt:  # the case in flight is stopped and cleaned up; finished outputs are whole
         interrupted = True
     finally:
+        report.close()
         for runner in runners:
             runner.close()
     report.summary(interrupted)
@@ -283,9 +284,10 @@ def _write_case(outcome, outputs: CaseOutputs, report: BatchReport, ledger: str,
     if not outcome.ok:
         report.finished(outcome)
         return
-    for note in set(outcome.result.notes) - notes:
-        print(f"note: {note}", file=sys.stderr)
-        notes.add(note)
+    for note in outcome.result.notes:
+        if note not in notes:
+            report.note(note)
+            notes.add(note)
     try:
         report.finished(outcome, outputs.write(outcome, ledger=ledger))
     except MonaiDeployerError as error:

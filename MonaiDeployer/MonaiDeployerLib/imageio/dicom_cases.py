@@ -55,24 +55,25 @@ def is_dicom_file(path: str) -> bool:
         return False
 
 
-def find_series(paths: list) -> list:
+def find_series(paths: list) -> tuple:
     """The image series among DICOM files (segmentations, structure sets, reports left out), in the order of their
-    first file."""
+    first file, and {path: why} for the files whose header cannot be read."""
     import pydicom
 
-    found = {}
+    found, unreadable = {}, {}
     for path in paths:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         except Exception as error:  # pydicom raises many types for one cause: an unreadable file
-            raise InputError(f"cannot read the DICOM file {path}: {' '.join(str(error).split())}") from error
+            unreadable[path] = f"cannot read the DICOM file {path}: {' '.join(str(error).split())}"
+            continue
         if str(header.get("Modality", "")).upper() in NOT_IMAGES or "ImagePositionPatient" not in header:
             continue
         uid = str(header.get("SeriesInstanceUID", ""))
         if uid not in found:
             found[uid] = (header, [])
         found[uid][1].append(path)
-    return [_described(uid, header, files) for uid, (header, files) in found.items()]
+    return [_described(uid, header, files) for uid, (header, files) in found.items()], unreadable
 
 
 def _described(uid: str, header, files: list) -> DicomSeries:
@@ -125,7 +126,8 @@ def write_dicom_seg(path: str, labelmap: Volume, labels: dict, colors: dict, sou
     if labelmap.array.ndim == 3:  # label values become segment numbers 1..N
         numbers = np.zeros(int(max(values, default=0)) + 1, dtype=np.uint16)
         numbers[values] = np.arange(1, len(values) + 1)
-        frames = numbers[np.clip(frames, 0, len(numbers) - 1)]
+        known = (frames >= 0) & (frames < len(numbers))  # a value no label names is background
+        frames = np.where(known, numbers[np.where(known, frames, 0)], 0)
     identification = highdicom.AlgorithmIdentificationSequence(
         name=algorithm, family=codes.cid7162.ArtificialIntelligence, version=version or "unknown")
     descriptions = [highdicom.seg.SegmentDescription(

@@ -70,7 +70,6 @@ class Batch:
     def __init__(self, runners, package, cases, trust: bool = False, timeout: float | None = None):
         self._waiting = collections.deque(cases)
         self.total = len(self._waiting)
-        self.finished = 0
         self._timeout = timeout
         self.package = runners[0].ready(package, trust)
         for runner in runners[1:]:
@@ -92,9 +91,8 @@ class Batch:
         return all(lane.job is None and lane.next is None for lane in self._lanes)
 
     def in_flight(self) -> list:
-        """(case, stage, fraction or None, seconds so far) of each case a worker is running."""
-        return [(lane.running.case, lane.job.stage, lane.fraction, lane.running.seconds())
-                for lane in self._lanes if lane.job is not None]
+        """(case, stage) of each case a worker is running."""
+        return [(lane.running.case, lane.job.stage) for lane in self._lanes if lane.job is not None]
 
     def poll(self, progress=None) -> list:
         """The outcomes of the cases finished since the last call (never blocks); hands each free worker its next
@@ -105,7 +103,6 @@ class Batch:
                 self._follow(lane, outcomes, progress)
             while lane.job is None and lane.next is not None and lane.next.done():
                 self._start(lane, lane.next.result(), outcomes)
-        self.finished += len(outcomes)
         return outcomes
 
     def outcomes(self, progress=None, idle=None):
@@ -120,25 +117,25 @@ class Batch:
                 time.sleep(IDLE_POLL_SECONDS)
 
     def cancel(self) -> None:
-        """Stop the cases in flight (their workers are stopped), and start no other; nothing of theirs is left."""
+        """Stop the cases in flight (their workers are stopped) and start no other, without waiting: a case being
+        read is undone (its run folder removed) once its reader is through."""
         self._waiting.clear()
         for lane in self._lanes:
             if lane.job is not None:
                 lane.job.cancel()
-                lane.job = None
+                lane.job = lane.running = None
             if lane.next is not None:
-                prepared = lane.next.result()  # a reader cannot be interrupted: let it finish, then undo its work
-                if prepared.folder is not None:
-                    prepared.folder.remove()
+                lane.next.add_done_callback(_undo)  # at once if it is done already
                 lane.next = None
 
-    def close(self) -> None:
-        """Cancel what is left and stop the readers (the runners stay open)."""
-        if self._closed:
-            return
-        self._closed = True
-        self.cancel()
-        self._readers.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Cancel what is left and stop the readers; ``wait``: until a case being read is undone (a command line
+        does, before its runners remove their folders; the panel, whose runner stays, need not). The runners stay
+        open."""
+        if not self._closed:
+            self._closed = True
+            self.cancel()
+        self._readers.shutdown(wait=wait)
 
     def _follow(self, lane: _Lane, outcomes: list, progress) -> None:
         for event in lane.job.poll():
@@ -146,7 +143,8 @@ class Batch:
                 lane.fraction = event.fraction
             if progress is not None:
                 progress(lane.running.case, event)
-        if not lane.job.done and self._timeout is not None and lane.running.seconds() > self._timeout:
+        if not lane.job.done and self._timeout is not None and \
+                time.perf_counter() - lane.running.submitted > self._timeout:
             lane.job.expire(self._timeout)
         if lane.job.done:
             job, prepared = lane.job, lane.running
@@ -154,18 +152,18 @@ class Batch:
             outcomes.append(CaseOutcome(prepared.case, job.result, job.error, prepared.seconds()))
 
     def _start(self, lane: _Lane, prepared: _Prepared, outcomes: list) -> None:
-        """Hand a prepared case to the lane's worker (or count it failed), and begin reading the one after it."""
+        """Hand a prepared case to the lane's worker (or count it failed), then begin reading the one after it."""
         lane.next = None
-        self._read_next(lane)
         if prepared.error is not None:
             outcomes.append(CaseOutcome(prepared.case, error=prepared.error, seconds=prepared.seconds()))
-            return
-        try:
-            prepared.submitted = time.perf_counter()
-            lane.job = lane.runner.submit_folder(prepared.folder)
-            lane.running = prepared
-        except MonaiDeployerError as error:  # the worker cannot start: this case fails, the next one tries again
-            outcomes.append(CaseOutcome(prepared.case, error=error, seconds=prepared.seconds()))
+        else:
+            try:
+                prepared.submitted = time.perf_counter()
+                lane.job = lane.runner.submit_folder(prepared.folder)
+                lane.running = prepared
+            except MonaiDeployerError as error:  # the worker cannot start: this case fails, the next tries again
+                outcomes.append(CaseOutcome(prepared.case, error=error, seconds=prepared.seconds()))
+        self._read_next(lane)
 
     def _read_next(self, lane: _Lane) -> None:
         if not self._waiting or self._closed:
@@ -173,9 +171,9 @@ class Batch:
         case, started = self._waiting.popleft(), time.perf_counter()
         try:
             readable = case.for_reader()
-        except MonaiDeployerError as error:
+        except Exception as error:  # a scene node gone or unreadable: this case's failure
             lane.next = Future()
-            lane.next.set_result(_Prepared(case, time.perf_counter() - started, error=error))
+            lane.next.set_result(_Prepared(case, time.perf_counter() - started, error=_case_error(case, error)))
             return
         lane.next = self._readers.submit(self._prepare, lane.runner, case, readable, started)
 
@@ -185,10 +183,23 @@ class Batch:
         try:
             volume = readable.read()
             check_volume(volume)
-            prepared.folder = RunFolder(runner.private_folder, self.package, volume, list(case.dicom_files))
-        except MonaiDeployerError as error:
-            prepared.error = error
-        except Exception as error:  # a reader's unexpected failure is this case's, named
-            prepared.error = InputError(f"cannot read {case.name}: {type(error).__name__}: {error}")
+            prepared.folder = RunFolder(runner.private_folder, self.package, volume, list(readable.dicom_files))
+        except Exception as error:  # a reader's failure is this case's
+            prepared.error = _case_error(case, error)
         prepared.read_seconds = time.perf_counter() - started
         return prepared
+
+
+def _case_error(case: Case, error: Exception) -> MonaiDeployerError:
+    """Ours as they are (they name the cause); anything else named as this case's, on one line."""
+    if isinstance(error, MonaiDeployerError):
+        return error
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return InputError(f"cannot read {case.name}: {text}")
+
+
+def _undo(future) -> None:
+    """A case read for a batch that was cancelled meanwhile: its run folder (patient data) goes."""
+    prepared = future.result()
+    if prepared.folder is not None:
+        prepared.folder.remove()

@@ -43,12 +43,27 @@ class BatchReport:
         self._add(row)
 
     def running(self, in_flight: list) -> None:
-        """The cases the workers run now: (case, stage, fraction, seconds), as ``Batch.in_flight`` gives them."""
-        if self._bar is not None and in_flight:
-            case, stage = in_flight[0][:2]
-            more = f" (+{len(in_flight) - 1} more)" if len(in_flight) > 1 else ""
-            self._bar.set_postfix_str(f"{case.name}: {stage}{more}", refresh=False)
-            self._bar.refresh()
+        """The cases the workers run now, as ``Batch.in_flight`` gives them: (case, stage)."""
+        if self._bar is None or not in_flight:
+            return
+        case, stage = in_flight[0]
+        more = f" (+{len(in_flight) - 1} more)" if len(in_flight) > 1 else ""
+        text = f"{case.name}: {stage}{more}"
+        if text != self._bar.postfix:  # tqdm redraws the time on its own
+            self._bar.set_postfix_str(text)
+
+    def note(self, text: str) -> None:
+        """A line for the user on stderr (above the bar, which it would otherwise break)."""
+        if self._bar is not None:
+            self._bar.write(f"note: {text}", file=self._err)
+        else:
+            print(f"note: {text}", file=self._err, flush=True)
+
+    def close(self) -> None:
+        """Take the bar away (``summary`` does it too)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def _add(self, row: dict) -> None:
         self._rows.append(row)
@@ -67,8 +82,7 @@ class BatchReport:
         return sum(row["status"] == FAILED for row in self._rows)
 
     def summary(self, interrupted: bool = False) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self.close()
         seconds = time.perf_counter() - self._started
         counts = {status: sum(row["status"] == status for row in self._rows) for status in (DONE, FAILED, SKIPPED)}
         if self._json:

@@ -45,14 +45,15 @@ class CaseOutputs:
         if self.suffix == DICOM_SEG_SUFFIX:
             check_writable(probe)
         else:
-            overlapping = [package.labels[value] for value in sorted(package.labels)] if package.outputs_overlap \
-                else None
-            check_output(probe, overlapping)
+            check_output(probe, overlapping_segments(package))
 
     def write(self, outcome, ledger: str | None = None) -> list:
         """Write a finished case's result (and any further outputs); returns the paths written."""
         target = self.target(outcome.case)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot make the folder {os.path.dirname(target)}: {error.strerror}") from error
         result = outcome.result
         written = [self._write(target, result, outcome.case, ledger)]
         for index, other in enumerate(result.others, start=2):
@@ -66,6 +67,11 @@ class CaseOutputs:
         return write_whole(path, lambda partial: write_dicom_seg(
             partial, result.labelmap, result.labels, result.colors, case.dicom_files,
             package.name if package else "MonaiDeployer", package.version if package else ""), ledger)
+
+
+def overlapping_segments(package) -> list | None:
+    """The names of a package's segments when they may overlap (a plain .nrrd labelmap cannot hold them), else None."""
+    return [package.labels[value] for value in sorted(package.labels)] if package.outputs_overlap else None
 
 
 def beside(path: str, index: int) -> str:

@@ -22,7 +22,8 @@ class Case:
     """One input of a batch; ``read()`` gives its volume (in a reading thread: it holds no lock of its own).
 
     ``dicom_files``: the series a DICOM case was read from (a Deploy app that reads DICOM gets these originals,
-    and a DICOM SEG output references them).
+    and a DICOM SEG output references them). ``problem``: why a file found cannot be a case (its reading fails
+    with it, so the case fails alone).
     """
 
     name: str
@@ -30,6 +31,7 @@ class Case:
     path: str | None = None
     dicom_files: tuple = ()
     volume: Volume | None = None
+    problem: str = ""
 
     def for_reader(self) -> Case:
         """What a reader thread may read: the case itself (a file, a series, a volume in memory); a case that must be
@@ -37,6 +39,8 @@ class Case:
         return self
 
     def read(self) -> Volume:
+        if self.problem:
+            raise InputError(self.problem)
         if self.volume is not None:
             return self.volume
         if self.dicom_files:
@@ -44,24 +48,26 @@ class Case:
         return read_volume(self.path)
 
 
-def find_cases(inputs) -> list:
+def find_cases(inputs, outside: str | None = None) -> list:
     """The cases named by ``inputs`` (paths, ``Volume``s or ``Case``s), in order; a path that does not exist, or a
-    folder with no volume in it, is refused at once."""
+    folder with no volume in it, is refused at once. ``outside``: a folder the search of folders leaves out (the
+    output folder: earlier results are not inputs)."""
     cases = []
+    skipped = os.path.abspath(outside) if outside else None
     for number, item in enumerate(inputs, start=1):
         if isinstance(item, Case):
             cases.append(item)
         elif isinstance(item, Volume):
             cases.append(Case(f"volume {number}", f"volume-{number}", volume=item))
         else:
-            cases.extend(_cases_at(os.fspath(item)))
+            cases.extend(_cases_at(os.fspath(item), skipped))
     _check_outputs_differ(cases)
     return cases
 
 
-def _cases_at(path: str) -> list:
+def _cases_at(path: str, skipped: str | None) -> list:
     if os.path.isdir(path):
-        found = _cases_in_folder(path)
+        found = _cases_in_folder(path, skipped)
         if not found:
             raise InputError(f"no volume file or DICOM series in the folder {path}")
         return found
@@ -74,11 +80,13 @@ def _cases_at(path: str) -> list:
     return [Case(path, os.path.basename(path)[:-len(suffix)], path=path)]
 
 
-def _cases_in_folder(folder: str) -> list:
-    """Volume files by their path, then the DICOM series by their first file: the same order every time."""
+def _cases_in_folder(folder: str, skipped: str | None) -> list:
+    """Volume files by their path, then the DICOM series by their first file, then DICOM files that cannot be read
+    (each a case that fails): the same order every time."""
     volumes, dicom_files = [], []
     for parent, subfolders, files in os.walk(folder):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                               and os.path.abspath(os.path.join(parent, name)) != skipped)
         for name in sorted(files):
             path = os.path.join(parent, name)
             if name.startswith((".", PARTIAL_PREFIX)):
@@ -88,13 +96,15 @@ def _cases_in_folder(folder: str) -> list:
             elif dicom_cases.is_dicom_file(path):
                 dicom_files.append(path)
     cases = [Case(path, os.path.relpath(path, folder)[:-len(volume_suffix(path))], path=path) for path in volumes]
-    found = dicom_cases.find_series(dicom_files)
+    found, unreadable = dicom_cases.find_series(dicom_files)
     names = [series.name for series in found]
     for series, name in zip(found, names, strict=True):
         where = os.path.dirname(series.files[0])
         unique = name if names.count(name) == 1 else f"{name}_{dicom_cases.safe_name(series.uid[-12:])}"
         cases.append(Case(f"{where}: DICOM series {series.series} of {series.patient}", unique, path=where,
                           dicom_files=series.files))
+    cases.extend(Case(path, os.path.relpath(path, folder), path=path, problem=problem)
+                 for path, problem in unreadable.items())
     return cases
 
 

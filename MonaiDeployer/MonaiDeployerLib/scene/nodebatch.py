@@ -21,12 +21,12 @@ class NodeCase(Case):
     """A volume node as a case: its voxels are copied in the caller's (GUI) thread, as a reader thread must not
     touch MRML, and only when its turn comes, so a batch of many volumes holds a few copies at a time."""
 
-    def __init__(self, node):
-        super().__init__(node.GetName(), node.GetID())
+    def __init__(self, node, dicom_files=()):
+        super().__init__(node.GetName(), node.GetID(), dicom_files=tuple(dicom_files))
         self.node = node
 
     def for_reader(self) -> Case:
-        return Case(self.name, self.output_stem, volume=mrml.volume_from_node(self.node))
+        return Case(self.name, self.output_stem, dicom_files=self.dicom_files, volume=mrml.volume_from_node(self.node))
 
 
 @dataclass
@@ -43,49 +43,43 @@ class BatchRow:
     outputs: list = field(default_factory=list)
     labels: dict = field(default_factory=dict)
     colors: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
 
-class NodeBatch:
-    """``input_nodes`` and the volume files of ``folder`` (written through ``outputs``, a ``CaseOutputs``) with
-    ``package``, started at construction; ``poll()`` until ``done``, ``cancel()`` stops it."""
+class NodeBatch(Batch):
+    """A ``Batch`` of ``input_nodes`` and the volume files of ``folder`` (written through ``outputs``, a
+    ``CaseOutputs``) whose ``poll()`` gives ``BatchRow``s: started at construction, polled until ``done``.
+    ``dicom_files_of(node)``: the DICOM files a node was loaded from, for a Deploy app that reads DICOM."""
 
     def __init__(self, runner, package, input_nodes, folder: str | None = None, outputs=None,
-                 output_kind: str = "labelmap", trust: bool = False, timeout: float | None = None):
-        cases = [NodeCase(node) for node in input_nodes]
+                 output_kind: str = "labelmap", trust: bool = False, timeout: float | None = None,
+                 dicom_files_of=lambda node: ()):
+        cases = [NodeCase(node, dicom_files_of(node)) for node in input_nodes]
         if folder:
-            cases.extend(find_cases([folder]))
-        if outputs is not None and folder:
-            outputs.check(runner.ready(package, trust), [case for case in cases if not isinstance(case, NodeCase)])
+            found = find_cases([folder], outside=outputs.folder if outputs is not None else None)
+            if outputs is not None:
+                outputs.check(runner.ready(package, trust), found)
+            cases.extend(found)
         self._runner = runner
         self._outputs = outputs
         self._output_kind = output_kind
-        self._batch = Batch([runner], package, cases, trust, timeout)
         self.rows = []
         self.cancelled = False
+        super().__init__([runner], package, cases, trust, timeout)
 
-    @property
-    def total(self) -> int:
-        return self._batch.total
-
-    @property
-    def done(self) -> bool:
-        return self._batch.done
-
-    def in_flight(self) -> list:
-        return self._batch.in_flight()
-
-    def poll(self) -> list:
-        """The rows of the cases finished since the last call; their nodes are made and files written here."""
-        rows = [self._row(outcome) for outcome in self._batch.poll()]
+    def poll(self, progress=None) -> list:
+        """The rows of the cases finished since the last call; their nodes are made and files written here.
+        ``progress(case, event)`` gets the running case's events (its stages, the worker's log lines)."""
+        rows = [self._row(outcome) for outcome in super().poll(progress)]
         self.rows.extend(rows)
-        if self._batch.done:
-            self._batch.close()
+        if self.done:
+            self.close(wait=False)
         return rows
 
     def cancel(self) -> None:
-        """Stop the case in flight and start no other; what finished stays (nodes made, files written)."""
-        self.cancelled = not self._batch.done
-        self._batch.close()
+        """Stop the case in flight and start no other, at once; what finished stays (nodes made, files written)."""
+        self.cancelled = self.cancelled or not self.done
+        super().cancel()
 
     def _row(self, outcome) -> BatchRow:
         case = outcome.case
@@ -94,7 +88,7 @@ class NodeBatch:
             return BatchRow(case, False, outcome.seconds, str(outcome.error), input_node)
         result = outcome.result
         row = BatchRow(case, True, outcome.seconds, input_node=input_node, labels=dict(result.labels),
-                       colors=dict(result.colors))
+                       colors=dict(result.colors), notes=list(result.notes))
         try:
             if input_node is not None:
                 row.output_node, _others = place_result(result, input_node, self._output_kind)
@@ -110,7 +104,7 @@ class NodeBatch:
 def load_row(scene, row: BatchRow, output_kind: str = "labelmap") -> None:
     """A file case's input and its written result into ``scene`` as nodes (``row.input_node``, ``row.output_node``),
     with the labels and colours of its run."""
-    volume = row.case.read()
-    row.input_node = mrml.volume_node_from_volume(scene, volume, os.path.basename(row.case.output_stem))
+    if row.input_node is None or row.input_node.GetScene() is None:  # loaded once, unless removed since
+        row.input_node = mrml.volume_node_from_volume(scene, row.case.read(), os.path.basename(row.case.output_stem))
     result = Result(read_volume(row.outputs[0]), row.labels, row.colors)
     row.output_node, _others = place_result(result, row.input_node, output_kind)
