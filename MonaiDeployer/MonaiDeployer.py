@@ -534,16 +534,22 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._background.busy and not self.isRunning():
             self._timer.stop()
 
-    def _pollJob(self, job) -> None:
+    def _polled(self, poll, work) -> bool:
+        """``poll()``, or, when it fails (a bug), ``work`` (the run or the batch) stopped and the failure reported:
+        a broken run must not leave the timer firing forever. False when it failed."""
         try:
-            for event in job.poll():
-                self._showEvent(event)
-        except Exception as error:  # a broken job must not leave the timer firing forever
+            poll()
+            return True
+        except Exception as error:
             logging.exception("Polling the run failed")
-            job.cancel()
-            self._job = None
+            work.cancel()
+            self._job = self._batch = None  # one of them ran
             self._reportFailure(str(error))
             self._updateButtons()
+            return False
+
+    def _pollJob(self, job) -> None:
+        if not self._polled(lambda: [self._showEvent(event) for event in job.poll()], job):
             return
         if not job.done and self._jobDeadline is not None and time.monotonic() > self._jobDeadline:
             job.cancel()  # the worker and everything it started stop; the next poll reports it
@@ -622,15 +628,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [node for node in nodes if node is not None]
 
     def _pollBatch(self, batch) -> None:
-        try:
-            for row in batch.poll(self._showBatchEvent):
-                self._addBatchRow(row)
-        except Exception as error:  # a broken batch must not leave the timer firing forever
-            logging.exception("Polling the batch failed")
-            batch.cancel()
-            self._batch = None
-            self._reportFailure(str(error))
-            self._updateButtons()
+        if not self._polled(lambda: [self._addBatchRow(row) for row in batch.poll(self._showBatchEvent)], batch):
             return
         self.ui.progressBar.setRange(0, batch.total)
         self.ui.progressBar.value = len(batch.rows)
