@@ -549,7 +549,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
 
     def _pollJob(self, job) -> None:
-        if not self._polled(lambda: [self._showEvent(event) for event in job.poll()], job):
+        def showEvents():
+            for event in job.poll():
+                self._showEvent(event)
+
+        if not self._polled(showEvents, job):
             return
         if not job.done and self._jobDeadline is not None and time.monotonic() > self._jobDeadline:
             job.cancel()  # the worker and everything it started stop; the next poll reports it
@@ -628,7 +632,11 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return [node for node in nodes if node is not None]
 
     def _pollBatch(self, batch) -> None:
-        if not self._polled(lambda: [self._addBatchRow(row) for row in batch.poll(self._showBatchEvent)], batch):
+        def addRows():
+            for row in batch.poll(self._showBatchEvent):
+                self._addBatchRow(row)
+
+        if not self._polled(addRows, batch):
             return
         self.ui.progressBar.setRange(0, batch.total)
         self.ui.progressBar.value = len(batch.rows)

@@ -69,6 +69,11 @@ def volume_suffix(path: str) -> str:
     return next((suffix for suffix in SUFFIXES if name.endswith(suffix)), "")
 
 
+def file_suffix(path: str) -> str:
+    """A volume file's recognised suffix, else the last one (".dcm")."""
+    return volume_suffix(path) or os.path.splitext(str(path))[1]
+
+
 def check_volume(volume: Volume) -> None:
     """Refuse what no 3D segmentation model can take, with the reason in one line.
 
@@ -166,7 +171,7 @@ def write_whole(path: str, write, ledger: str | None = None) -> str:
     at all. ``ledger``: as in ``write_volume``. An error other than an ``OutputError`` is named as one."""
     path = os.fspath(path)
     partial = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{volume_suffix(path) or os.path.splitext(path)[1]}")
+                           f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{file_suffix(path)}")
     with noted_partial(ledger, partial):  # noted before it exists: a kill at any moment leaves it listed
         try:
             os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

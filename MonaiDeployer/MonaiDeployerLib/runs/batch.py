@@ -60,7 +60,6 @@ class _Lane:
         self.job = None
         self.running = None  # the _Prepared whose job runs
         self.next = None  # the future of the next _Prepared
-        self.fraction = None  # the running case's last progress fraction
 
 
 class Batch:
@@ -139,8 +138,6 @@ class Batch:
 
     def _follow(self, lane: _Lane, outcomes: list, progress) -> None:
         for event in lane.job.poll():
-            if event.kind == "progress":
-                lane.fraction = event.fraction
             if progress is not None:
                 progress(lane.running.case, event)
         if not lane.job.done and self._timeout is not None and \
@@ -148,7 +145,7 @@ class Batch:
             lane.job.expire(self._timeout)
         if lane.job.done:
             job, prepared = lane.job, lane.running
-            lane.job = lane.running = lane.fraction = None
+            lane.job = lane.running = None
             outcomes.append(CaseOutcome(prepared.case, job.result, job.error, prepared.seconds()))
 
     def _start(self, lane: _Lane, prepared: _Prepared, outcomes: list) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..imageio.dicom_cases import write_dicom_seg
-from ..imageio.volume import SUFFIXES, check_output, check_writable, volume_suffix, write_volume, write_whole
+from ..imageio.volume import SUFFIXES, check_output, check_writable, file_suffix, write_volume, write_whole
 
 DICOM_SEG_SUFFIX = ".dcm"
 OUTPUT_SUFFIXES = (*SUFFIXES, DICOM_SEG_SUFFIX)
@@ -76,7 +76,7 @@ def overlapping_segments(package) -> list | None:
 
 def beside(path: str, index: int) -> str:
     """``seg.nii.gz`` -> ``seg-2.nii.gz``: where a Deploy app's further outputs go."""
-    suffix = volume_suffix(path) or os.path.splitext(path)[1]
+    suffix = file_suffix(path)
     return f"{path[:len(path) - len(suffix)]}-{index}{suffix}"
 
 

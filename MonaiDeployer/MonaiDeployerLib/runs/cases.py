@@ -8,13 +8,14 @@ series. Two cases that would write the same output are refused before anything r
 
 from __future__ import annotations
 
+import collections
 import os
 from dataclasses import dataclass
 
 from ..errors import InputError
 from ..imageio import dicom_cases
 from ..imageio.volume import Volume, read_volume, volume_suffix
-from ..runs.leftovers import PARTIAL_PREFIX
+from .leftovers import PARTIAL_PREFIX
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,10 +98,11 @@ def _cases_in_folder(folder: str, skipped: str | None) -> list:
                 dicom_files.append(path)
     cases = [Case(path, os.path.relpath(path, folder)[:-len(volume_suffix(path))], path=path) for path in volumes]
     found, unreadable = dicom_cases.find_series(dicom_files)
-    names = [series.name for series in found]
-    for series, name in zip(found, names, strict=True):
+    named = collections.Counter(series.name for series in found)
+    for series in found:
         where = os.path.dirname(series.files[0])
-        unique = name if names.count(name) == 1 else f"{name}_{dicom_cases.safe_name(series.uid[-12:])}"
+        unique = series.name if named[series.name] == 1 else \
+            f"{series.name}_{dicom_cases.safe_name(series.uid[-12:])}"
         cases.append(Case(f"{where}: DICOM series {series.series} of {series.patient}", unique, path=where,
                           dicom_files=series.files))
     cases.extend(Case(path, os.path.relpath(path, folder), path=path, problem=problem)
