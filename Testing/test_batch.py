@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -170,10 +171,12 @@ def test_an_interrupted_batch_leaves_whole_outputs_and_skip_existing_runs_exactl
 
 
 class RecordedCase(Case):
-    """A real case whose reading is timed, to see that reading overlaps the previous case's run."""
+    """A real case whose reading is timed, to see that reading overlaps the previous case's run, and whose reader's
+    priority is noted."""
 
     def read(self) -> Volume:
         self.read_started = time.monotonic()
+        self.reader_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         return super().read()
 
 
@@ -195,6 +198,7 @@ def test_run_many_pipelines_the_cases_through_one_worker_that_does_not_grow(samp
             memory.append(outcome.result.worker_memory)
     for index in range(len(cases) - 1):  # case n + 1 was being read before case n was handed on
         assert cases[index + 1].read_started < handed_on[index]
+    assert {case.reader_niceness for case in cases} == {19}  # reading takes the cores the worker leaves idle
     assert memory[19] <= 1.05 * memory[1], [round(value / 2**20) for value in memory]
 
 

@@ -10,6 +10,7 @@ cannot break the protocol.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import os
 import platform
@@ -184,7 +185,12 @@ class Worker:
             backend = self._backends[kind.mode] = kind.create_backend()
         timings = self._import(kind.worker_imports)
         self._use_threads(request.get("threads"))
-        return self._segment(request, package, backend, timings)
+        answer = self._segment(request, package, backend, timings)
+        started = time.perf_counter()
+        release_freed_memory()
+        answer["timings"]["release_memory"] = time.perf_counter() - started
+        answer["resident_bytes"] = resident_bytes()
+        return answer
 
     def _use_threads(self, threads: int | None) -> None:
         """torch's CPU threads for this run: the runner's number, else torch's own default (every core)."""
@@ -224,8 +230,16 @@ class Worker:
             "model_cached": segmented.model_cached,
             "others": others,
             "notes": segmented.notes,
-            "resident_bytes": resident_bytes(),
         }
+
+
+def release_freed_memory() -> None:
+    """Return the memory a run freed to the system. glibc's allocator keeps freed heap pages for reuse, so a warm
+    worker would otherwise hold a run's intermediate tensors between runs, as much as the largest run needed."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere the allocator decides when to return memory
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc (musl), its allocator decides
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def resident_bytes() -> int | None:
