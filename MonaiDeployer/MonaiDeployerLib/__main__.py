@@ -1,4 +1,4 @@
-"""Command line: ``monaideployer inspect|run|batch ...`` (the installed console script) or
+"""Command line: ``monaideployer inspect|run|batch|serve|models ...`` (the installed console script) or
 ``python -m MonaiDeployerLib``; errors are one line on stderr, exit 1."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from .runs.batch_report import BatchReport
 from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, overlapping_segments, voxel_counts
 from .runs.cases import find_cases
 from .runs.runner import threads_per_job
+from .serving.commands import models_command, serve_command
+from .serving.remote import RemoteServer
 
 
 def main(argv=None) -> int:
@@ -51,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="input volume: .nrrd, .nii or .nii.gz; several on one grid are the model's input channels, "
                           "in the order given (a 4D file's channels work too)")
     run.add_argument("output", help="output labelmap: .nrrd, .nii, .nii.gz, or .seg.nrrd (segments with names)")
+    run.add_argument("--server", metavar="URL",
+                     help="run on a server that serve started (http://host:port): PACKAGE is a model it lists "
+                          "(models --server URL) or the path of the same package")
     _add_run_options(run)
 
     batch = _package_command(commands, "batch", "segment many volumes (a cohort) with warm workers", _batch)
@@ -67,6 +72,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="workers running cases side by side (default: 1; one per GPU, or more for CPU-bound "
                             "pre-processing)")
     _add_run_options(batch)
+
+    served = commands.add_parser("serve", help="serve packages on NVIDIA Triton (PyTriton): one model per package")
+    served.add_argument("packages", nargs="+", metavar="PACKAGE",
+                        help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    served.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s, this machine alone; 0.0.0.0: every one)")
+    served.add_argument("--http-port", type=int, default=8000, help="default: %(default)s")
+    served.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
+    served.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default: %(default)s)")
+    served.add_argument("--instances", type=int, default=1, metavar="N",
+                        help="warm workers per model, each running one request at a time (default: 1)")
+    served.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    served.add_argument("--trust", action="store_true",
+                        help="serve bundles and Deploy apps even if not trusted before (their code runs here)")
+    _add_common_options(served)
+    served.set_defaults(command=serve_command)
+
+    listing_models = commands.add_parser("models", help="the models a server serves, with their labels")
+    listing_models.add_argument("--server", required=True, metavar="URL", help="http://host:port")
+    listing_models.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+    listing_models.set_defaults(command=models_command)
 
     environments = commands.add_parser("env", help="environments made for packages: make, list, remove")
     environment_commands = _Commands(environments.add_subparsers(required=True, metavar="ACTION"))
@@ -209,6 +235,8 @@ def _inspect_image(arguments, package) -> int:
 
 
 def _run(arguments) -> int:
+    if arguments.server:
+        return _run_on_server(arguments)
     package = _open_to_run(arguments)
     check_output(arguments.output, overlapping_segments(package))
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
@@ -223,9 +251,28 @@ def _run(arguments) -> int:
                                ledger=runner.private_folder) for index, other in enumerate(result.others, start=2)]
     if made is not None and made.made_now:
         result.timings = {"make_environment": made.seconds, **result.timings}
+    return _report_run(arguments, result, package.name, package.mode, others)
+
+
+def _run_on_server(arguments) -> int:
+    server = RemoteServer(arguments.server, timeout=arguments.timeout)
+    model = server.find(arguments.package)
+    card = server.card(model)
+    check_output(arguments.output, [card["labels"][value] for value in sorted(card["labels"], key=int)]
+                 if card.get("overlapping") else None)
+    volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
+    result = server.run(model, volume)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    write_volume(arguments.output, result.labelmap, result.labels, result.colors)
+    return _report_run(arguments, result, card["name"], card["mode"], [])
+
+
+def _report_run(arguments, result, package_name: str, mode: str, others: list) -> int:
+    """What a finished run wrote, its voxels per label and timings: as text, or one JSON document."""
     counts = voxel_counts(result)
     if arguments.json:
-        print(json.dumps({"output": arguments.output, "others": others, "package": package.name, "mode": package.mode,
+        print(json.dumps({"output": arguments.output, "others": others, "package": package_name, "mode": mode,
                           "labels": {str(value): name for value, name in result.labels.items()},
                           "overlapping": result.overlapping,
                           "voxels": {str(value): count for value, count in counts.items()},

@@ -1,0 +1,121 @@
+"""The client of a v2 server that ``serve`` started (or a Triton serving an ``export-triton`` repository): its
+models, and runs that come back as the same ``Result`` a local run gives. The standard library and numpy alone."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import urllib.parse
+
+import numpy as np
+
+from ..errors import InputError, MonaiDeployerError, PackageError, WorkerError
+from ..imageio.volume import Volume, check_volume
+from ..runs.runner import Result
+from . import v2
+
+
+class RemoteServer:
+    """A server at ``url`` (``http://host:port``)."""
+
+    def __init__(self, url: str, timeout: float | None = None):
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise InputError(f"not a server URL: {url} (expected http://host:port)")
+        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        self._parsed = parsed
+        self._timeout = timeout
+
+    def models(self) -> list[dict]:
+        """Each ready model's name and card (the package's name, version, mode, labels)."""
+        outputs = self._infer(v2.CATALOGUE, {v2.DESCRIBE: np.array([b"models"], dtype=np.object_)}, (v2.RESULT,))
+        return v2.json_of(outputs[v2.RESULT])["models"]
+
+    def card(self, model: str) -> dict:
+        outputs = self._infer(model, {v2.DESCRIBE: np.array([b"card"], dtype=np.object_)})
+        return v2.json_of(outputs[v2.RESULT])
+
+    def find(self, package_or_model: str) -> str:
+        """The served model named, or serving the same package as the path named (matched by content hash)."""
+        models = self.models()
+        if any(model["model"] == package_or_model for model in models):
+            return package_or_model
+        if os.path.exists(package_or_model):
+            from ..packages import open_package
+            from .served import served_hash
+
+            wanted = served_hash(open_package(package_or_model))
+            for model in models:
+                if model.get("hash") == wanted:
+                    return model["model"]
+            raise PackageError(f"the server at {self.url} does not serve {package_or_model} (no model has its "
+                               f"content); it serves: {_names(models)}")
+        raise PackageError(f"the server at {self.url} serves no model {package_or_model}; it serves: "
+                           f"{_names(models)}")
+
+    def run(self, model: str, volume: Volume) -> Result:
+        """Segment ``volume`` with the served ``model``; the labelmap lies on the volume's grid."""
+        check_volume(volume)
+        array = v2.as_sent(volume.array)
+        outputs = self._infer(model, {v2.volume_input(v2.datatype_of(array)): v2.channels_last(array),
+                                      v2.IJK_TO_RAS: np.asarray(volume.ijk_to_ras, np.float64)})
+        document = v2.json_of(outputs[v2.RESULT])
+        v2.raise_error(document)
+        labelmap = outputs[v2.LABELMAP]
+        if labelmap.shape[:3] != volume.shape[:3]:
+            raise WorkerError(f"the server's labelmap {labelmap.shape[:3]} does not fit the input's grid "
+                              f"{volume.shape[:3]}")
+        labelmap = labelmap if document.get("overlapping") else labelmap[..., 0]
+        return Result(labelmap=Volume(np.array(labelmap), volume.ijk_to_ras.copy()),
+                      labels={int(value): name for value, name in document["labels"].items()},
+                      colors={int(value): tuple(color) for value, color in document.get("colors", {}).items()},
+                      timings=document.get("timings", {}), notes=list(document.get("notes", [])), name=model)
+
+    def _infer(self, model: str, tensors: dict, outputs: tuple = (v2.LABELMAP, v2.RESULT)) -> dict:
+        body, header_length = v2.encode(tensors, outputs)
+        headers, answer = self._request(
+            "POST", f"/v2/models/{urllib.parse.quote(model, safe='')}/infer", body,
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
+            model)
+        length = headers.get("Inference-Header-Content-Length")
+        return v2.decode(answer, int(length) if length is not None else None)
+
+    def _request(self, method: str, path: str, body: bytes, headers: dict | None = None,
+                 model: str | None = None) -> tuple:
+        connection_type = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
+        connection = connection_type(self._parsed.hostname, self._parsed.port, timeout=self._timeout)
+        try:
+            connection.request(method, path, body, headers or {})
+            response = connection.getresponse()
+            answer = response.read()
+        except (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException, OSError) as error:
+            reason = "timed out" if isinstance(error, socket.timeout) else \
+                " ".join(str(getattr(error, "strerror", None) or error).split())
+            raise WorkerError(f"cannot reach the server at {self.url}: {reason}") from error
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise _refusal(self.url, model, response.status, answer)
+        return response.headers, answer
+
+
+def _refusal(url: str, model: str | None, status: int, answer: bytes) -> MonaiDeployerError:
+    """An HTTP error as one line: the model unknown, the input refused, or the server not ready."""
+    try:
+        message = json.loads(answer).get("error", "")
+    except (ValueError, AttributeError):
+        message = answer.decode(errors="replace")
+    message = " ".join(message.split(" Traceback (most recent call last)")[0].split())  # the server's, not ours
+    if model is not None and ("unknown model" in message or "not found" in message):
+        return PackageError(f"the server at {url} serves no model {model} (see: models --server {url})")
+    if status == 400:
+        return InputError(f"the server refused the input: {message}")
+    if status == 503 or "not ready" in message:
+        return WorkerError(f"the server at {url} is not ready (starting or restarting): {message}")
+    return WorkerError(f"the server at {url} answered HTTP {status}: {message}")
+
+
+def _names(models: list) -> str:
+    return ", ".join(model["model"] for model in models) or "nothing"

@@ -1,0 +1,116 @@
+"""A package as a served model: its name on a server, and the answers of its instances, each a warm ``Runner``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+
+import numpy as np
+
+from ..errors import InputError
+from ..imageio.volume import Volume
+from ..packages.trust import content_hash
+from ..runs.runner import Runner
+from . import v2
+
+logger = logging.getLogger(__name__)
+NO_LABELMAP = np.zeros((1, 1, 1, 1), np.uint8)  # an answer without a run (Triton needs every output)
+
+
+def served_name(package) -> str:
+    """The package's name made safe for Triton, then its content's hash: a changed package is a new model, and a
+    client holding the same package finds it by its own hash."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", package.name).strip("-._") or package.mode
+    return f"{name[:48]}-{served_hash(package)[:12]}"
+
+
+def served_hash(package) -> str:
+    """SHA-256 over what decides the package's answers (the files' contents, not where they lie)."""
+    digest = hashlib.sha256(package.mode.encode())
+    if not package.kind.on_disk:  # an image reference
+        digest.update(package.path.encode())
+    else:
+        digest.update((package.content_hash or content_hash(package.path)).encode())
+    model = package.to_dict()["settings"].get("model")
+    for path in (package.sidecar, model if isinstance(model, str) else ""):
+        if path and os.path.exists(path):
+            digest.update(content_hash(path).encode())
+    return digest.hexdigest()
+
+
+def package_card(package) -> dict:
+    """What a client shows of a served model before it sends anything."""
+    return {"name": package.name, "version": package.version, "mode": package.mode,
+            "description": package.description, "hash": served_hash(package),
+            "labels": {str(value): name for value, name in package.labels.items()},
+            "colors": {str(value): list(color) for value, color in package.colors.items()},
+            "overlapping": package.outputs_overlap}
+
+
+class ServedPackage:
+    """One package on the server, checked and trusted at start; ``instances`` warm workers answer its requests."""
+
+    def __init__(self, package, instances: int = 1, python: str | None = None, device: str = "auto",
+                 threads: int | None = None):
+        self.package = package
+        self.name = served_name(package)
+        self.runners = [Runner(python, device, threads=threads) for _ in range(instances)]
+
+    def start(self) -> None:
+        """Every worker started, its requirements checked and torch and MONAI imported, before the first request."""
+        for runner in self.runners:
+            runner.ready(self.package, trust=True)  # the server's start checked the trust
+            runner.warmup()
+
+    def infer_callables(self) -> list:
+        """One callable per instance (Triton runs instances side by side), each with its own runner."""
+        return [_Instance(self, runner) for runner in self.runners]
+
+    def answer(self, runner: Runner, request) -> dict:
+        """A request's outputs; a failed run answers its one-line error in ``result``, never a traceback."""
+        if v2.DESCRIBE in request:
+            return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(package_card(self.package))}
+        try:
+            volume = volume_of(request)
+            result = runner.run(self.package, volume, trust=True)
+        except Exception as error:
+            logger.info("A request to %s failed: %s", self.name, error)
+            return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(v2.error_document(error))}
+        return {v2.LABELMAP: v2.channels_last(result.labelmap.array), v2.RESULT: v2.json_tensor({
+            "labels": {str(value): name for value, name in result.labels.items()},
+            "colors": {str(value): list(color) for value, color in result.colors.items()},
+            "overlapping": result.overlapping, "notes": result.notes, "timings": result.timings})}
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+
+def catalogue_callable(served: list):
+    """The ``CATALOGUE`` model's callable: every served model's name and card, for any request."""
+    cards = {"models": [{"model": package.name, **package_card(package.package)} for package in served]}
+    return lambda requests: [{v2.RESULT: v2.json_tensor(cards)} for _request in requests]
+
+
+class _Instance:
+    """What Triton calls for one model instance: a list of requests in, a list of output dicts out."""
+
+    def __init__(self, served: ServedPackage, runner: Runner):
+        self._served, self._runner = served, runner
+
+    def __call__(self, requests) -> list:
+        return [self._served.answer(self._runner, request) for request in requests]
+
+
+def volume_of(request) -> Volume:
+    """The request's volume ([I, J, K, C], C = 1 for one image) on its grid; a missing or second volume is refused."""
+    given = [name for name in request if name.startswith("volume_")]
+    if len(given) != 1:
+        raise InputError(f"a request needs exactly one of {', '.join(v2.volume_input(t) for t in v2.VOLUME_TYPES)}"
+                            f"; it has {', '.join(given) or 'none'}")
+    if v2.IJK_TO_RAS not in request:
+        raise InputError("a request needs ijk_to_ras (FP64 [4, 4]): where the volume lies in RAS")
+    array = request[given[0]]
+    return Volume(array[..., 0] if array.shape[-1] == 1 else array, np.asarray(request[v2.IJK_TO_RAS], np.float64))

@@ -1,0 +1,74 @@
+"""``serve``: NVIDIA Triton Inference Server, started by PyTriton, with one model per package.
+
+Triton takes the requests, checks each tensor's type and shape and queues them; each model instance hands its
+requests to a warm worker of its own (``served.ServedPackage``), so every kind of package runs as it does locally.
+Only the packages named at start are served: clients send volumes, never code. PyTriton is imported here alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pathlib
+import sysconfig
+
+import numpy as np
+
+from ..errors import PackageError
+from . import v2
+from .served import ServedPackage, catalogue_callable
+
+LOOPBACK = "127.0.0.1"
+
+
+def exposure_warning(host: str) -> str | None:
+    """What listening on ``host`` exposes, when it is not this machine alone."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        if host == "localhost":
+            return None
+    return (f"listening on {host}: anyone who can reach this machine there can send volumes to these models and "
+            "read their answers; Triton authenticates nobody, so put a TLS proxy with authentication in front")
+
+
+def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 8000, grpc_port: int = 8001,
+          metrics_port: int = 8002, log_file: str | None = None, started=None) -> None:
+    """Serve until interrupted (SIGINT, which the command line makes of SIGTERM too); ``started()`` is called once
+    every model is ready. Triton's own log goes to ``log_file`` (default: this process's output)."""
+    try:
+        from pytriton.model_config import ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+    except ImportError as error:
+        raise PackageError("serve needs NVIDIA's PyTriton in this Python: pip install nvidia-pytriton "
+                           f"({error})") from error
+    _use_this_pythons_library()
+    config = TritonConfig(http_address=host, grpc_address=host, metrics_address=host, http_port=http_port,
+                          grpc_port=grpc_port, metrics_port=metrics_port,
+                          log_file=pathlib.Path(log_file) if log_file else None)
+    inputs = [Tensor(name=v2.volume_input(datatype), shape=(-1, -1, -1, -1), dtype=v2.DATATYPES[datatype],
+                     optional=True) for datatype in v2.VOLUME_TYPES]
+    inputs += [Tensor(name=v2.IJK_TO_RAS, shape=(4, 4), dtype=np.float64, optional=True),
+               Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes, optional=True)]
+    outputs = [Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1), dtype=np.uint8),
+               Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)]
+    with Triton(config=config) as triton:
+        for package in served:
+            triton.bind(package.name, package.infer_callables(), inputs, outputs,
+                        config=ModelConfig(batching=False), strict=True)
+        triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
+                    [Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)], config=ModelConfig(batching=False))
+        triton.run()
+        if started is not None:
+            started()
+        triton.serve()
+
+
+def _use_this_pythons_library() -> None:
+    """Triton's Python-backend stub links ``libpython``: it must find this interpreter's, not another Python's of
+    the same version (which fails every model's load), so its folder goes first on the search path."""
+    library = sysconfig.get_config_var("LIBDIR")
+    if library:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
+            [library, *[part for part in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if part]])

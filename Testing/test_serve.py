@@ -1,0 +1,170 @@
+"""``serve`` and ``run --server``: a real NVIDIA Triton server (the tritonserver binary PyTriton's wheel carries) on
+loopback, its model run by a warm worker, and this project's v2 client, through the command line and the API."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+import pytest
+from conftest import REPO_ROOT
+
+from MonaiDeployerLib import InputError, PackageError, Volume, WorkerError, open_package, read_volume, write_volume
+from MonaiDeployerLib.serving import v2
+from MonaiDeployerLib.serving.remote import RemoteServer
+from MonaiDeployerLib.serving.served import served_hash
+from MonaiDeployerLib.serving.triton_server import exposure_warning
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
+
+SERVER_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"  # Testing/setup_triton.sh: PyTriton wants numpy < 2
+LABELS = {1: "organ", 2: "lesion"}
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen
+    listing: list
+
+
+def free_ports(count: int) -> list:
+    sockets = [socket.socket() for _ in range(count)]
+    for each in sockets:
+        each.bind(("127.0.0.1", 0))
+    ports = [each.getsockname()[1] for each in sockets]
+    for each in sockets:
+        each.close()
+    return ports
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.1, ::1, or 127.0.0.1 as an IPv6 socket shows it (gRPC's: ::ffff:127.0.0.1)."""
+    address = ipaddress.ip_address(ip)
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def cli_in(python, *arguments) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-m", "MonaiDeployerLib", *map(str, arguments)], capture_output=True,
+                          text=True, cwd=REPO_ROOT / "MonaiDeployer", timeout=300)
+
+
+@pytest.fixture(scope="module")
+def server(sample_model, tmp_path_factory):
+    """``serve`` of the sample model, its worker in this Python (torch), until the module's tests are done; then
+    SIGTERM, which must leave no process of it (Triton, its backend stubs, the worker)."""
+    assert SERVER_PYTHON.exists(), "run Testing/setup_triton.sh first: it makes .venv-triton, the server's Python"
+    http, grpc, metrics = free_ports(3)
+    errors = tmp_path_factory.mktemp("serve") / "stderr.txt"  # a file: a pipe nobody reads would fill and block it
+    process = subprocess.Popen(
+        [str(SERVER_PYTHON), "-m", "MonaiDeployerLib", "serve", sample_model, "--python", sys.executable,
+         "--device", "cpu", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        stdout=subprocess.PIPE, stderr=errors.open("w"), text=True, cwd=REPO_ROOT / "MonaiDeployer")
+    printed = []
+    for line in process.stdout:  # until it says it serves: every model loaded, its worker started
+        printed.append(line)
+        if line.startswith("serving on"):
+            printed.append(process.stdout.readline())
+            break
+    if not printed or not printed[-2].startswith("serving on"):
+        process.kill()
+        pytest.fail(f"serve did not start: {''.join(printed)}{errors.read_text()}")
+    listing = printed[-2:]
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    yield Served(f"http://127.0.0.1:{http}", process, listing)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=90) == 0, errors.read_text()
+    _gone, alive = psutil.wait_procs(descendants, timeout=30)
+    assert not alive, [each.cmdline()[:2] for each in alive]
+
+
+def test_served_model_is_named_by_its_package_and_content(server, sample_model):
+    name = f"Phantom-organ-and-lesion-tiny-UNet-{served_hash(open_package(sample_model))[:12]}"
+    assert server.listing[1].split() == [name, "Phantom", "organ", "and", "lesion", "(tiny", "UNet)", "1.0.0",
+                                         "(torchscript,", "1", "instance)"]
+    listed = cli_in(sys.executable, "models", "--server", server.url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (model,) = json.loads(listed.stdout)
+    assert model["model"] == name
+    assert model["labels"] == {"1": "organ", "2": "lesion"} and model["mode"] == "torchscript"
+
+
+def test_held_out_phantoms_through_run_server_reach_the_dice_target(server, sample_model, held_out, tmp_path):
+    remote = RemoteServer(server.url)
+    model = remote.find(sample_model)  # the path of the same package: matched by its content hash
+    for case, volume, truth in held_out:
+        source = write_volume(tmp_path / f"{case['name']}.nii.gz", volume)
+        output = tmp_path / f"{case['name']}.seg.nrrd"
+        by_name = cli_in(sys.executable, "run", model, source, output, "--server", server.url)
+        assert by_name.returncode == 0, by_name.stderr
+        result = read_volume(output)
+        assert result.same_grid(volume, tolerance=1e-6), case["name"]
+        scores = dice_per_label(result.array, truth, LABELS)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], scores)
+    by_path = cli_in(sys.executable, "run", sample_model, source, tmp_path / "by-path.nii.gz", "--server", server.url)
+    assert by_path.returncode == 0, by_path.stderr
+    assert np.array_equal(read_volume(tmp_path / "by-path.nii.gz").array, read_volume(output).array)
+
+
+def test_a_volume_goes_in_its_own_type_and_comes_back_on_its_grid(server, held_out):
+    remote = RemoteServer(server.url)
+    (model,) = [entry["model"] for entry in remote.models()]
+    case, volume, truth = held_out[1]
+    hounsfield = Volume(np.round(volume.array).astype(np.int16), volume.ijk_to_ras)
+    assert v2.volume_input(v2.datatype_of(v2.as_sent(hounsfield.array))) == "volume_int16"
+    result = remote.run(model, hounsfield)
+    assert result.labelmap.same_grid(volume, tolerance=1e-12) and result.labels == LABELS
+    assert result.labelmap.array.dtype == np.uint8 and result.labelmap.array.ndim == 3
+    assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+
+
+def test_errors_reach_the_client_as_one_line(server, tmp_path):
+    remote = RemoteServer(server.url)
+    (model,) = [entry["model"] for entry in remote.models()]
+    two_channels = Volume(np.zeros((16, 16, 16, 2), np.float32))
+    with pytest.raises(InputError) as refused:
+        remote.run(model, two_channels)
+    assert str(refused.value) == "the model takes 1 input channels; the input has 2"  # the worker's own words
+    with pytest.raises(PackageError, match=f"^the server at {server.url} serves no model nobody; it serves: {model}$"):
+        remote.find("nobody")
+    (closed,) = free_ports(1)
+    nobody_there = f"http://127.0.0.1:{closed}"
+    with pytest.raises(WorkerError, match=f"^cannot reach the server at {nobody_there}: Connection refused$"):
+        RemoteServer(nobody_there).models()
+    source = write_volume(tmp_path / "two.nii.gz", two_channels)
+    failed = cli_in(sys.executable, "run", model, source, tmp_path / "out.nii.gz", "--server", server.url)
+    assert failed.returncode == 1
+    assert failed.stderr == "error: the model takes 1 input channels; the input has 2\n"
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_the_default_server_listens_on_loopback_alone(server):
+    processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+    listening = {(connection.laddr.ip, connection.laddr.port) for each in processes
+                 for connection in each.net_connections(kind="inet") if connection.status == psutil.CONN_LISTEN}
+    assert len(listening) >= 3  # HTTP, gRPC, metrics
+    assert all(is_loopback(ip) for ip, _port in listening), listening
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert exposure_warning("0.0.0.0").startswith("listening on 0.0.0.0: anyone who can reach this machine")
+
+
+def test_v2_tensors_round_trip_in_binary():
+    tensors = {"volume_int16": np.arange(24, dtype=np.int16).reshape(2, 3, 4, 1),
+               "ijk_to_ras": np.diag([0.7, -1.1, 3.0, 1.0]),
+               "describe": np.array([b"card", "\u00e9".encode()], dtype=np.object_)}
+    body, header_length = v2.encode(tensors)
+    header = json.loads(body[:header_length])
+    assert [entry["datatype"] for entry in header["inputs"]] == ["INT16", "FP64", "BYTES"]
+    response = {"outputs": [{**entry, "parameters": entry["parameters"]} for entry in header["inputs"]]}
+    text = json.dumps(response).encode()
+    decoded = v2.decode(text + body[header_length:], len(text))
+    for name, array in tensors.items():
+        assert decoded[name].shape == array.shape and np.array_equal(decoded[name], array), name
+    assert v2.as_sent(np.zeros(3, np.float64)).dtype == np.float32 and v2.as_sent(np.zeros(3, bool)).dtype == np.uint8
+    assert v2.as_sent(np.array([2**40])).dtype == np.float32 and v2.as_sent(np.array([7])).dtype == np.int32
