@@ -3,12 +3,16 @@ loopback, its model run by a warm worker, and this project's v2 client, through 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,7 @@ class Served:
     url: str
     process: subprocess.Popen
     listing: list
+    ports: tuple
 
 
 def free_ports(count: int) -> list:
@@ -65,23 +70,42 @@ def server(sample_model, tmp_path_factory):
     process = subprocess.Popen(
         [str(SERVER_PYTHON), "-m", "MonaiDeployerLib", "serve", sample_model, "--python", sys.executable,
          "--device", "cpu", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=errors.open("w"), text=True, cwd=REPO_ROOT / "MonaiDeployer")
-    printed = []
-    for line in process.stdout:  # until it says it serves: every model loaded, its worker started
-        printed.append(line)
-        if line.startswith("serving on"):
-            printed.append(process.stdout.readline())
-            break
-    if not printed or not printed[-2].startswith("serving on"):
+        stdout=subprocess.PIPE, stderr=errors.open("w"), cwd=REPO_ROOT / "MonaiDeployer")
+    printed = read_until_serving(process, deadline=time.monotonic() + 240)
+    if len(printed) < 2 or not printed[-2].startswith("serving on"):
         process.kill()
         pytest.fail(f"serve did not start: {''.join(printed)}{errors.read_text()}")
     listing = printed[-2:]
     descendants = psutil.Process(process.pid).children(recursive=True)
-    yield Served(f"http://127.0.0.1:{http}", process, listing)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=90) == 0, errors.read_text()
-    _gone, alive = psutil.wait_procs(descendants, timeout=30)
-    assert not alive, [each.cmdline()[:2] for each in alive]
+    try:
+        yield Served(f"http://127.0.0.1:{http}", process, listing, (http, grpc, metrics))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0, errors.read_text()
+        _gone, alive = psutil.wait_procs(descendants, timeout=30)
+        assert not alive, [each.cmdline()[:2] for each in alive]
+    finally:  # whatever failed above: nothing of it may hold the ports or the CPU for the next tests
+        for each in [process, *descendants]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                each.kill()
+
+
+def read_until_serving(process: subprocess.Popen, deadline: float) -> list:
+    """serve's lines up to the one after "serving on", or what it printed by the deadline (or before it ended)."""
+    printed, pending = [], ""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if not ready:
+            continue
+        chunk = os.read(process.stdout.fileno(), 65536).decode()
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split("\n")
+        printed += [line + "\n" for line in lines]
+        starts = [index for index, line in enumerate(printed) if line.startswith("serving on")]
+        if starts and len(printed) > starts[0] + 1:
+            return printed[:starts[0] + 2]
+    return printed
 
 
 def test_served_model_is_named_by_its_package_and_content(server, sample_model):
@@ -144,6 +168,15 @@ def test_errors_reach_the_client_as_one_line(server, tmp_path):
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+def test_a_second_server_on_the_same_ports_is_refused_in_one_line_before_any_worker_starts(server, sample_model):
+    started = time.monotonic()
+    second = cli_in(SERVER_PYTHON, "serve", sample_model, "--python", sys.executable, "--http-port", server.ports[0],
+                    "--grpc-port", server.ports[1], "--metrics-port", server.ports[2])
+    assert second.returncode == 1
+    assert second.stderr == f"error: cannot listen on 127.0.0.1 port {server.ports[0]}: Address already in use\n"
+    assert time.monotonic() - started < 60  # no worker started, no Triton waited for
+
+
 def test_the_default_server_listens_on_loopback_alone(server):
     processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
     listening = {(connection.laddr.ip, connection.laddr.port) for each in processes
@@ -161,7 +194,10 @@ def test_v2_tensors_round_trip_in_binary():
     body, header_length = v2.encode(tensors)
     header = json.loads(body[:header_length])
     assert [entry["datatype"] for entry in header["inputs"]] == ["INT16", "FP64", "BYTES"]
-    response = {"outputs": [{**entry, "parameters": entry["parameters"]} for entry in header["inputs"]]}
+    binary = body[header_length:]  # Triton's framing: little-endian values; BYTES as a 4-byte length, then the bytes
+    assert binary[:4] == b"\x00\x00\x01\x00" and len(binary) == 24 * 2 + 16 * 8 + 4 + 4 + 4 + 2
+    assert binary[24 * 2 + 16 * 8:] == b"\x04\x00\x00\x00card\x02\x00\x00\x00\xc3\xa9"
+    response = {"outputs": header["inputs"]}
     text = json.dumps(response).encode()
     decoded = v2.decode(text + body[header_length:], len(text))
     for name, array in tensors.items():

@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     served.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
     served.add_argument("--trust", action="store_true",
                         help="serve bundles and Deploy apps even if not trusted before (their code runs here)")
-    _add_common_options(served)
+    _add_common_options(served, json=False)
     served.set_defaults(command=serve_command)
 
     listing_models = commands.add_parser("models", help="the models a server serves, with their labels")
@@ -165,7 +165,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     _add_common_options(parser)
 
 
-def _add_common_options(parser: argparse.ArgumentParser) -> None:
+def _add_common_options(parser: argparse.ArgumentParser, json: bool = True) -> None:
     parser.add_argument("--mode", default="auto", choices=("auto", *MODES), help="deployment mode (default: detect)")
     parser.add_argument("--python", help="Python for the worker process (default: this one)")
     parser.add_argument("--runtime", choices=("podman", "docker"),
@@ -174,7 +174,8 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                         help="an image without MAP manifests: run its own entry point anyway (cold), with the volume "
                              "in /var/holoscan/input and its labelmaps read from /var/holoscan/output")
     parser.add_argument("--model", help="MONAI Deploy app: the model it gets with -m (default: the one in the package)")
-    parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print a JSON document instead of text")
 
 
 def _inspect(arguments) -> int:
@@ -256,7 +257,8 @@ def _run(arguments) -> int:
 
 def _run_on_server(arguments) -> int:
     server = RemoteServer(arguments.server, timeout=arguments.timeout)
-    model = server.find(arguments.package)
+    # a path is opened as serve opened it (--mode, --model...), so that its content hash matches
+    model = server.find(_open_to_run(arguments) if os.path.exists(arguments.package) else arguments.package)
     card = server.card(model)
     check_output(arguments.output, [card["labels"][value] for value in sorted(card["labels"], key=int)]
                  if card.get("overlapping") else None)

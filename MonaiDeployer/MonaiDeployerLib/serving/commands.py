@@ -14,15 +14,16 @@ from ..packages.trust import TrustList
 from ..runs.runner import threads_per_job
 from .remote import RemoteServer
 from .served import ServedPackage
-from .triton_server import exposure_warning, serve
+from .triton_server import check_ports_free, exposure_warning, serve
 
 
 def serve_command(arguments) -> int:
     """Open and trust every package, start its workers, then serve until SIGINT or SIGTERM."""
     if arguments.instances < 1:
         raise MonaiDeployerError("--instances must be 1 or more")
-    packages = [open_package(path, arguments.mode, model=arguments.model, runtime=arguments.runtime)
-                for path in arguments.packages]
+    check_ports_free(arguments.host, (arguments.http_port, arguments.grpc_port, arguments.metrics_port))
+    packages = [open_package(path, arguments.mode, model=arguments.model, runtime=arguments.runtime,
+                             entry_point=arguments.entry_point) for path in arguments.packages]
     trust_list = TrustList()
     for package in packages:
         trust_list.check(package, arguments.trust)

@@ -22,38 +22,54 @@ class RemoteServer:
 
     def __init__(self, url: str, timeout: float | None = None):
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed.port  # noqa: B018  (a port that is not a number, or over 65535, raises here)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InputError(f"not a server URL: {url} (expected http://host:port)")
         self.url = f"{parsed.scheme}://{parsed.netloc}"
         self._parsed = parsed
         self._timeout = timeout
 
     def models(self) -> list[dict]:
-        """Each ready model's name and card (the package's name, version, mode, labels)."""
+        """Each served model's name and card (the package's name, version, mode, labels, hash)."""
         outputs = self._infer(v2.CATALOGUE, {v2.DESCRIBE: np.array([b"models"], dtype=np.object_)}, (v2.RESULT,))
-        return v2.json_of(outputs[v2.RESULT])["models"]
+        return self._answer(lambda: list(v2.json_of(outputs[v2.RESULT])["models"]))
 
     def card(self, model: str) -> dict:
         outputs = self._infer(model, {v2.DESCRIBE: np.array([b"card"], dtype=np.object_)})
-        return v2.json_of(outputs[v2.RESULT])
+        document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
+        v2.raise_error(document)
+        return document
 
-    def find(self, package_or_model: str) -> str:
-        """The served model named, or serving the same package as the path named (matched by content hash)."""
+    def find(self, package_or_model) -> str:
+        """The served model named, or the one serving the same package as a ``PackageInfo`` (or the path of one,
+        opened with its defaults), matched by content hash."""
         models = self.models()
-        if any(model["model"] == package_or_model for model in models):
+        if isinstance(package_or_model, str) and any(model["model"] == package_or_model for model in models):
             return package_or_model
-        if os.path.exists(package_or_model):
+        if not isinstance(package_or_model, str) or os.path.exists(package_or_model):
             from ..packages import open_package
             from .served import served_hash
 
-            wanted = served_hash(open_package(package_or_model))
+            package = package_or_model if not isinstance(package_or_model, str) else open_package(package_or_model)
+            wanted = served_hash(package)
             for model in models:
                 if model.get("hash") == wanted:
                     return model["model"]
-            raise PackageError(f"the server at {self.url} does not serve {package_or_model} (no model has its "
+            raise PackageError(f"the server at {self.url} does not serve {package.path} (no model has its "
                                f"content); it serves: {_names(models)}")
         raise PackageError(f"the server at {self.url} serves no model {package_or_model}; it serves: "
                            f"{_names(models)}")
+
+    def _answer(self, read):
+        """``read()`` of an answer, or one line saying that what answered is not this project's v2 server."""
+        try:
+            return read()
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise WorkerError(f"{self.url} did not answer as a MonaiDeployer v2 server ({type(error).__name__}: "
+                              f"{error})") from error
 
     def run(self, model: str, volume: Volume) -> Result:
         """Segment ``volume`` with the served ``model``; the labelmap lies on the volume's grid."""
@@ -61,17 +77,18 @@ class RemoteServer:
         array = v2.as_sent(volume.array)
         outputs = self._infer(model, {v2.volume_input(v2.datatype_of(array)): v2.channels_last(array),
                                       v2.IJK_TO_RAS: np.asarray(volume.ijk_to_ras, np.float64)})
-        document = v2.json_of(outputs[v2.RESULT])
+        document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
         v2.raise_error(document)
-        labelmap = outputs[v2.LABELMAP]
+        labelmap = self._answer(lambda: outputs[v2.LABELMAP])
         if labelmap.shape[:3] != volume.shape[:3]:
             raise WorkerError(f"the server's labelmap {labelmap.shape[:3]} does not fit the input's grid "
                               f"{volume.shape[:3]}")
         labelmap = labelmap if document.get("overlapping") else labelmap[..., 0]
-        return Result(labelmap=Volume(np.array(labelmap), volume.ijk_to_ras.copy()),
-                      labels={int(value): name for value, name in document["labels"].items()},
-                      colors={int(value): tuple(color) for value, color in document.get("colors", {}).items()},
-                      timings=document.get("timings", {}), notes=list(document.get("notes", [])), name=model)
+        return self._answer(lambda: Result(
+            labelmap=Volume(np.array(labelmap), volume.ijk_to_ras.copy()),
+            labels={int(value): name for value, name in document["labels"].items()},
+            colors={int(value): tuple(color) for value, color in document.get("colors", {}).items()},
+            timings=document.get("timings", {}), notes=list(document.get("notes", [])), name=model))
 
     def _infer(self, model: str, tensors: dict, outputs: tuple = (v2.LABELMAP, v2.RESULT)) -> dict:
         body, header_length = v2.encode(tensors, outputs)
@@ -80,7 +97,7 @@ class RemoteServer:
             {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
             model)
         length = headers.get("Inference-Header-Content-Length")
-        return v2.decode(answer, int(length) if length is not None else None)
+        return self._answer(lambda: v2.decode(answer, int(length) if length is not None else None))
 
     def _request(self, method: str, path: str, body: bytes, headers: dict | None = None,
                  model: str | None = None) -> tuple:

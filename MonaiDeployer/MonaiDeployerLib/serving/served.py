@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, WorkerError
 from ..imageio.volume import Volume
 from ..packages.trust import content_hash
 from ..runs.runner import Runner
@@ -56,6 +56,7 @@ class ServedPackage:
                  threads: int | None = None):
         self.package = package
         self.name = served_name(package)
+        self.card = package_card(package)  # once: the package's files are not read again per request
         self.runners = [Runner(python, device, threads=threads) for _ in range(instances)]
 
     def start(self) -> None:
@@ -102,6 +103,17 @@ class _Instance:
 
     def __call__(self, requests) -> list:
         return [self._served.answer(self._runner, request) for request in requests]
+
+
+def _labelmap_sent(result) -> np.ndarray:
+    """The labelmap as the UINT8 output Triton checks it against; label values above 255 cannot go yet."""
+    labelmap = result.labelmap.array
+    if labelmap.dtype != np.uint8:
+        if labelmap.size and (labelmap.min() < 0 or labelmap.max() > 255):
+            raise WorkerError(f"the result has label values up to {labelmap.max()}: a served model answers labels "
+                              "0 to 255 only")
+        labelmap = labelmap.astype(np.uint8)
+    return v2.channels_last(labelmap)
 
 
 def volume_of(request) -> Volume:

@@ -7,14 +7,16 @@ Only the packages named at start are served: clients send volumes, never code. P
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import pathlib
+import socket
 import sysconfig
 
 import numpy as np
 
-from ..errors import PackageError
+from ..errors import PackageError, WorkerError
 from . import v2
 from .served import ServedPackage, catalogue_callable
 
@@ -43,7 +45,7 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
     except ImportError as error:
         raise PackageError("serve needs NVIDIA's PyTriton in this Python: pip install nvidia-pytriton "
                            f"({error})") from error
-    _use_this_pythons_library()
+    check_ports_free(host, (http_port, grpc_port, metrics_port))
     config = TritonConfig(http_address=host, grpc_address=host, metrics_address=host, http_port=http_port,
                           grpc_port=grpc_port, metrics_port=metrics_port,
                           log_file=pathlib.Path(log_file) if log_file else None)
@@ -53,22 +55,53 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
                Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes, optional=True)]
     outputs = [Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1), dtype=np.uint8),
                Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)]
-    with Triton(config=config) as triton:
-        for package in served:
-            triton.bind(package.name, package.infer_callables(), inputs, outputs,
-                        config=ModelConfig(batching=False), strict=True)
-        triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
-                    [Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)], config=ModelConfig(batching=False))
-        triton.run()
+    triton = Triton(config=config)
+    try:
+        try:
+            with _this_pythons_library():  # for Triton's processes alone, not for workers started later
+                triton.run()
+            for package in served:
+                triton.bind(package.name, package.infer_callables(), inputs, outputs,
+                            config=ModelConfig(batching=False), strict=True)
+            triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
+                        [Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)], config=ModelConfig(batching=False))
+        except Exception as error:  # PyTriton's own errors are tracebacks: one line, and where to look
+            first = " ".join((str(error) or type(error).__name__).split("\n")[0].split())
+            raise WorkerError(f"Triton did not start: {first}" + (f" (its log: {log_file})" if log_file else "")) \
+                from error
         if started is not None:
             started()
         triton.serve()
+    finally:
+        triton.stop()
 
 
-def _use_this_pythons_library() -> None:
+def check_ports_free(host: str, ports) -> None:
+    """Refuse a port another process listens on, at once (Triton would wait two minutes, then fail)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for port in ports:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise WorkerError(f"cannot listen on {host} port {port}: {error.strerror or error}") from error
+
+
+@contextlib.contextmanager
+def _this_pythons_library():
     """Triton's Python-backend stub links ``libpython``: it must find this interpreter's, not another Python's of
-    the same version (which fails every model's load), so its folder goes first on the search path."""
+    the same version (which fails every model's load), so its folder goes first on the search path while Triton
+    starts."""
+    before = os.environ.get("LD_LIBRARY_PATH")
     library = sysconfig.get_config_var("LIBDIR")
     if library:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-            [library, *[part for part in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if part]])
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([library, *[part for part in (before or "").split(os.pathsep)
+                                                                     if part]])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = before

@@ -11,6 +11,7 @@ Any v2 client can send these; this module needs numpy alone.
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -114,11 +115,18 @@ def json_of(tensor: np.ndarray) -> dict:
 
 
 def error_document(error: Exception) -> dict:
-    """The one line a client shows: ours as they are, anything else by its type (never a traceback)."""
+    """The one line a client shows: ours by their words, anything else by its type, never a traceback, and with the
+    server's paths cut to their last part (a client need not know where the server keeps its files)."""
     if isinstance(error, MonaiDeployerError):
         kind = type(error).__name__ if type(error).__name__ in ERRORS else "WorkerError"
-        return {"error": {"type": kind, "message": str(error)}}
-    return {"error": {"type": "WorkerError", "message": " ".join(f"{type(error).__name__}: {error}".split())}}
+        message = str(error)
+    else:
+        kind, message = "WorkerError", f"{type(error).__name__}: {error}"
+    return {"error": {"type": kind, "message": _SERVER_PATH.sub(lambda found: found.group(1), " ".join(
+        message.split()))}}
+
+
+_SERVER_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\":,;()]+/)+([^\s/'\":,;()]+)")
 
 
 def raise_error(document: dict) -> None:
