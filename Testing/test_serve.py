@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -28,6 +29,8 @@ from MonaiDeployerLib.serving.triton_server import exposure_warning
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 SERVER_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"  # Testing/setup_triton.sh: PyTriton wants numpy < 2
+SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
+DEPLOY_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"  # the sample network as SDK operators
 LABELS = {1: "organ", 2: "lesion"}
 
 
@@ -62,20 +65,22 @@ def cli_in(python, *arguments) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def server(sample_model, tmp_path_factory):
-    """``serve`` of the sample model, its worker in this Python (torch), until the module's tests are done; then
-    SIGTERM, which must leave no process of it (Triton, its backend stubs, the worker)."""
+    """``serve`` of the sample TorchScript model, bundle and Deploy app (which gets the model with --model), their
+    workers in this Python (torch, MONAI, the Deploy SDK), until the module's tests are done; then SIGTERM, which
+    must leave no process of it (Triton, its backend stubs, the workers)."""
     assert SERVER_PYTHON.exists(), "run Testing/setup_triton.sh first: it makes .venv-triton, the server's Python"
     http, grpc, metrics = free_ports(3)
     errors = tmp_path_factory.mktemp("serve") / "stderr.txt"  # a file: a pipe nobody reads would fill and block it
     process = subprocess.Popen(
-        [str(SERVER_PYTHON), "-m", "MonaiDeployerLib", "serve", sample_model, "--python", sys.executable,
-         "--device", "cpu", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        [str(SERVER_PYTHON), "-m", "MonaiDeployerLib", "serve", sample_model, str(SAMPLE_BUNDLE), str(DEPLOY_APP),
+         "--model", sample_model, "--trust", "--python", sys.executable, "--device", "cpu", "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
         stdout=subprocess.PIPE, stderr=errors.open("w"), cwd=REPO_ROOT / "MonaiDeployer")
-    printed = read_until_serving(process, deadline=time.monotonic() + 240)
-    if len(printed) < 2 or not printed[-2].startswith("serving on"):
+    printed = read_until_serving(process, models=3, deadline=time.monotonic() + 300)
+    if len(printed) < 4 or not printed[-4].startswith("serving on"):
         process.kill()
         pytest.fail(f"serve did not start: {''.join(printed)}{errors.read_text()}")
-    listing = printed[-2:]
+    listing = printed[-4:]
     descendants = psutil.Process(process.pid).children(recursive=True)
     try:
         yield Served(f"http://127.0.0.1:{http}", process, listing, (http, grpc, metrics))
@@ -89,8 +94,9 @@ def server(sample_model, tmp_path_factory):
                 each.kill()
 
 
-def read_until_serving(process: subprocess.Popen, deadline: float) -> list:
-    """serve's lines up to the one after "serving on", or what it printed by the deadline (or before it ended)."""
+def read_until_serving(process: subprocess.Popen, models: int, deadline: float) -> list:
+    """serve's lines up to "serving on" and the ``models`` lines after it, or what it printed by the deadline (or
+    before it ended)."""
     printed, pending = [], ""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([process.stdout], [], [], 1.0)
@@ -103,42 +109,56 @@ def read_until_serving(process: subprocess.Popen, deadline: float) -> list:
         *lines, pending = pending.split("\n")
         printed += [line + "\n" for line in lines]
         starts = [index for index, line in enumerate(printed) if line.startswith("serving on")]
-        if starts and len(printed) > starts[0] + 1:
-            return printed[:starts[0] + 2]
+        if starts and len(printed) > starts[0] + models:
+            return printed[:starts[0] + models + 1]
     return printed
 
 
-def test_served_model_is_named_by_its_package_and_content(server, sample_model):
-    name = f"Phantom-organ-and-lesion-tiny-UNet-{served_hash(open_package(sample_model))[:12]}"
-    assert server.listing[1].split() == [name, "Phantom", "organ", "and", "lesion", "(tiny", "UNet)", "1.0.0",
-                                         "(torchscript,", "1", "instance)"]
+def test_served_models_are_named_by_their_package_and_content(server, sample_model):
+    packages = [open_package(sample_model), open_package(SAMPLE_BUNDLE),
+                open_package(DEPLOY_APP, model=sample_model)]
+    names = [f"{prefix}-{served_hash(package)[:12]}" for prefix, package in zip(
+        ("Phantom-organ-and-lesion", "Phantom-organ-and-lesion", "Phantom-organ-and-lesion"), packages, strict=True)]
+    assert len(set(names)) == 3
+    assert [line.split()[0] for line in server.listing[1:]] == names
+    assert server.listing[1].split()[1:] == ["Phantom", "organ", "and", "lesion", "(tiny", "UNet)", "1.0.0",
+                                             "(torchscript,", "1", "instance)"]
     listed = cli_in(sys.executable, "models", "--server", server.url, "--json")
     assert listed.returncode == 0, listed.stderr
-    (model,) = json.loads(listed.stdout)
-    assert model["model"] == name
-    assert model["labels"] == {"1": "organ", "2": "lesion"} and model["mode"] == "torchscript"
+    models = json.loads(listed.stdout)
+    assert [model["model"] for model in models] == names
+    assert [model["mode"] for model in models] == ["torchscript", "bundle", "deploy"]
+    assert all(model["labels"] == {"1": "organ", "2": "lesion"} for model in models)
 
 
 def test_held_out_phantoms_through_run_server_reach_the_dice_target(server, sample_model, held_out, tmp_path):
+    """TorchScript through the command line by the model's name, then by the package's path; the bundle and the
+    Deploy app through the API, each found by its package (matched by content hash)."""
     remote = RemoteServer(server.url)
-    model = remote.find(sample_model)  # the path of the same package: matched by its content hash
+    script = remote.find(sample_model)
+    served = [remote.find(open_package(SAMPLE_BUNDLE)), remote.find(open_package(DEPLOY_APP, model=sample_model))]
     for case, volume, truth in held_out:
         source = write_volume(tmp_path / f"{case['name']}.nii.gz", volume)
         output = tmp_path / f"{case['name']}.seg.nrrd"
-        by_name = cli_in(sys.executable, "run", model, source, output, "--server", server.url)
+        by_name = cli_in(sys.executable, "run", script, source, output, "--server", server.url)
         assert by_name.returncode == 0, by_name.stderr
-        result = read_volume(output)
-        assert result.same_grid(volume, tolerance=1e-6), case["name"]
-        scores = dice_per_label(result.array, truth, LABELS)
-        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], scores)
+        results = [read_volume(output)] + [remote.run(model, volume).labelmap for model in served]
+        for model, result in zip([script, *served], results, strict=True):
+            assert result.same_grid(volume, tolerance=1e-6), (model, case["name"])
+            scores = dice_per_label(result.array, truth, LABELS)
+            assert min(scores.values()) >= MINIMUM_DICE, (model, case["name"], scores)
     by_path = cli_in(sys.executable, "run", sample_model, source, tmp_path / "by-path.nii.gz", "--server", server.url)
     assert by_path.returncode == 0, by_path.stderr
     assert np.array_equal(read_volume(tmp_path / "by-path.nii.gz").array, read_volume(output).array)
 
 
+def torchscript_model(remote: RemoteServer) -> str:
+    return next(entry["model"] for entry in remote.models() if entry["mode"] == "torchscript")
+
+
 def test_a_volume_goes_in_its_own_type_and_comes_back_on_its_grid(server, held_out):
     remote = RemoteServer(server.url)
-    (model,) = [entry["model"] for entry in remote.models()]
+    model = torchscript_model(remote)
     case, volume, truth = held_out[1]
     hounsfield = Volume(np.round(volume.array).astype(np.int16), volume.ijk_to_ras)
     assert v2.volume_input(v2.datatype_of(v2.as_sent(hounsfield.array))) == "volume_int16"
@@ -150,12 +170,14 @@ def test_a_volume_goes_in_its_own_type_and_comes_back_on_its_grid(server, held_o
 
 def test_errors_reach_the_client_as_one_line(server, tmp_path):
     remote = RemoteServer(server.url)
-    (model,) = [entry["model"] for entry in remote.models()]
+    model = torchscript_model(remote)
     two_channels = Volume(np.zeros((16, 16, 16, 2), np.float32))
     with pytest.raises(InputError) as refused:
         remote.run(model, two_channels)
     assert str(refused.value) == "the model takes 1 input channels; the input has 2"  # the worker's own words
-    with pytest.raises(PackageError, match=f"^the server at {server.url} serves no model nobody; it serves: {model}$"):
+    served = ", ".join(entry["model"] for entry in remote.models())
+    with pytest.raises(PackageError, match=f"^the server at {server.url} serves no model nobody; it serves: "
+                                           f"{re.escape(served)}$"):
         remote.find("nobody")
     (closed,) = free_ports(1)
     nobody_there = f"http://127.0.0.1:{closed}"

@@ -20,10 +20,11 @@ NO_LABELMAP = np.zeros((1, 1, 1, 1), np.uint8)  # an answer without a run (Trito
 
 
 def served_name(package) -> str:
-    """The package's name made safe for Triton, then its content's hash: a changed package is a new model, and a
-    client holding the same package finds it by its own hash."""
+    """The package's name made safe for Triton and cut to 24 characters, then its content's hash: a changed package
+    is a new model, and a client holding the same package finds it by its own hash. Short, because PyTriton names
+    Unix sockets after it, and a socket's path may not pass 107 bytes."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", package.name).strip("-._") or package.mode
-    return f"{name[:48]}-{served_hash(package)[:12]}"
+    return f"{name[:24].rstrip('-._')}-{served_hash(package)[:12]}"
 
 
 def served_hash(package) -> str:
@@ -70,19 +71,19 @@ class ServedPackage:
         return [_Instance(self, runner) for runner in self.runners]
 
     def answer(self, runner: Runner, request) -> dict:
-        """A request's outputs; a failed run answers its one-line error in ``result``, never a traceback."""
-        if v2.DESCRIBE in request:
-            return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(package_card(self.package))}
+        """A request's outputs. Whatever fails answers its one-line error in ``result``: raised, it would reach the
+        client as PyTriton's whole traceback, with this server's paths."""
         try:
-            volume = volume_of(request)
-            result = runner.run(self.package, volume, trust=True)
-        except Exception as error:
+            if v2.DESCRIBE in request:
+                return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(self.card)}
+            result = runner.run(self.package, volume_of(request), trust=True)
+            return {v2.LABELMAP: _labelmap_sent(result), v2.RESULT: v2.json_tensor({
+                "labels": {str(value): name for value, name in result.labels.items()},
+                "colors": {str(value): list(color) for value, color in result.colors.items()},
+                "overlapping": result.overlapping, "notes": result.notes, "timings": result.timings})}
+        except Exception as error:  # every failure is the client's answer
             logger.info("A request to %s failed: %s", self.name, error)
             return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(v2.error_document(error))}
-        return {v2.LABELMAP: v2.channels_last(result.labelmap.array), v2.RESULT: v2.json_tensor({
-            "labels": {str(value): name for value, name in result.labels.items()},
-            "colors": {str(value): list(color) for value, color in result.colors.items()},
-            "overlapping": result.overlapping, "notes": result.notes, "timings": result.timings})}
 
     def close(self) -> None:
         for runner in self.runners:
@@ -106,14 +107,15 @@ class _Instance:
 
 
 def _labelmap_sent(result) -> np.ndarray:
-    """The labelmap as the UINT8 output Triton checks it against; label values above 255 cannot go yet."""
+    """The labelmap as the UINT8 output Triton checks it against, C-contiguous as PyTriton copies it (a Deploy
+    app's may be a transposed view); label values above 255 cannot go yet."""
     labelmap = result.labelmap.array
     if labelmap.dtype != np.uint8:
         if labelmap.size and (labelmap.min() < 0 or labelmap.max() > 255):
             raise WorkerError(f"the result has label values up to {labelmap.max()}: a served model answers labels "
                               "0 to 255 only")
         labelmap = labelmap.astype(np.uint8)
-    return v2.channels_last(labelmap)
+    return np.ascontiguousarray(v2.channels_last(labelmap))
 
 
 def volume_of(request) -> Volume:

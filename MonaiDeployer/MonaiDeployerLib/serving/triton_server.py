@@ -66,7 +66,7 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
             triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
                         [Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)], config=ModelConfig(batching=False))
         except Exception as error:  # PyTriton's own errors are tracebacks: one line, and where to look
-            first = " ".join((str(error) or type(error).__name__).split("\n")[0].split())
+            first = " ".join((str(error) or type(error).__name__).split("\n")[0].split("Traceback (most")[0].split())
             raise WorkerError(f"Triton did not start: {first}" + (f" (its log: {log_file})" if log_file else "")) \
                 from error
         if started is not None:
