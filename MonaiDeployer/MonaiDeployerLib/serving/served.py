@@ -61,10 +61,13 @@ class ServedPackage:
         self.runners = [Runner(python, device, threads=threads) for _ in range(instances)]
 
     def start(self) -> None:
-        """Every worker started, its requirements checked and torch and MONAI imported, before the first request."""
+        """Every worker started, its requirements checked and torch and MONAI imported where it has them, before the
+        first request."""
         for runner in self.runners:
             runner.ready(self.package, trust=True)  # the server's start checked the trust
-            runner.warmup()
+            warming = runner.begin_warmup()  # None where the worker's Python has no torch (a MAP's host side)
+            if warming is not None:
+                warming.wait()
 
     def infer_callables(self) -> list:
         """One callable per instance (Triton runs instances side by side), each with its own runner."""
