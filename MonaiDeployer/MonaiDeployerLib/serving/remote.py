@@ -6,15 +6,16 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import urllib.parse
 
 import numpy as np
 
 from ..errors import InputError, MonaiDeployerError, PackageError, WorkerError
 from ..imageio.volume import Volume, check_volume
+from ..packages import open_package
 from ..runs.runner import Result
 from . import v2
+from .served import served_hash
 
 
 class RemoteServer:
@@ -50,9 +51,6 @@ class RemoteServer:
         if isinstance(package_or_model, str) and any(model["model"] == package_or_model for model in models):
             return package_or_model
         if not isinstance(package_or_model, str) or os.path.exists(package_or_model):
-            from ..packages import open_package
-            from .served import served_hash
-
             package = package_or_model if not isinstance(package_or_model, str) else open_package(package_or_model)
             wanted = served_hash(package)
             for model in models:
@@ -107,8 +105,8 @@ class RemoteServer:
             connection.request(method, path, body, headers or {})
             response = connection.getresponse()
             answer = response.read()
-        except (TimeoutError, ConnectionError, socket.gaierror, http.client.HTTPException, OSError) as error:
-            reason = "timed out" if isinstance(error, socket.timeout) else \
+        except (OSError, http.client.HTTPException) as error:  # refused, unreachable, timed out, cut off
+            reason = "timed out" if isinstance(error, TimeoutError) else \
                 " ".join(str(getattr(error, "strerror", None) or error).split())
             raise WorkerError(f"cannot reach the server at {self.url}: {reason}") from error
         finally:
@@ -124,7 +122,7 @@ def _refusal(url: str, model: str | None, status: int, answer: bytes) -> MonaiDe
         message = json.loads(answer).get("error", "")
     except (ValueError, AttributeError):
         message = answer.decode(errors="replace")
-    message = " ".join(message.split(" Traceback (most recent call last)")[0].split())  # the server's, not ours
+    message = v2.one_line(message)  # the server's traceback is not the client's
     if model is not None and ("unknown model" in message or "not found" in message):
         return PackageError(f"the server at {url} serves no model {model} (see: models --server {url})")
     if status == 400:

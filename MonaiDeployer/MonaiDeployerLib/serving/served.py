@@ -95,7 +95,7 @@ class ServedPackage:
 
 def catalogue_callable(served: list):
     """The ``CATALOGUE`` model's callable: every served model's name and card, for any request."""
-    cards = {"models": [{"model": package.name, **package_card(package.package)} for package in served]}
+    cards = {"models": [{"model": package.name, **package.card} for package in served]}
     return lambda requests: [{v2.RESULT: v2.json_tensor(cards)} for _request in requests]
 
 

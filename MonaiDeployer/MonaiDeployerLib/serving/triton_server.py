@@ -53,8 +53,8 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
                      optional=True) for datatype in v2.VOLUME_TYPES]
     inputs += [Tensor(name=v2.IJK_TO_RAS, shape=(4, 4), dtype=np.float64, optional=True),
                Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes, optional=True)]
-    outputs = [Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1), dtype=np.uint8),
-               Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)]
+    result = Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)
+    outputs = [Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1), dtype=np.uint8), result]
     triton = Triton(config=config)
     try:
         try:
@@ -64,9 +64,9 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
                 triton.bind(package.name, package.infer_callables(), inputs, outputs,
                             config=ModelConfig(batching=False), strict=True)
             triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
-                        [Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)], config=ModelConfig(batching=False))
+                        [result], config=ModelConfig(batching=False))
         except Exception as error:  # PyTriton's own errors are tracebacks: one line, and where to look
-            first = " ".join((str(error) or type(error).__name__).split("\n")[0].split("Traceback (most")[0].split())
+            first = v2.one_line((str(error) or type(error).__name__).split("\n")[0])
             raise WorkerError(f"Triton did not start: {first}" + (f" (its log: {log_file})" if log_file else "")) \
                 from error
         if started is not None:

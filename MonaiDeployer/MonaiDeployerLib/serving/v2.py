@@ -122,8 +122,12 @@ def error_document(error: Exception) -> dict:
         message = str(error)
     else:
         kind, message = "WorkerError", f"{type(error).__name__}: {error}"
-    return {"error": {"type": kind, "message": _SERVER_PATH.sub(lambda found: found.group(1), " ".join(
-        message.split()))}}
+    return {"error": {"type": kind, "message": _SERVER_PATH.sub(lambda found: found.group(1), one_line(message))}}
+
+
+def one_line(message: str) -> str:
+    """A message up to any Python traceback it carries (Triton's and PyTriton's do), its whitespace collapsed."""
+    return " ".join(message.split("Traceback (most recent call last)")[0].split())
 
 
 _SERVER_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\":,;()]+/)+([^\s/'\":,;()]+)")
