@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +23,22 @@ import psutil
 import pytest
 from conftest import REPO_ROOT
 
-from MonaiDeployerLib import InputError, PackageError, Volume, WorkerError, open_package, read_volume, write_volume
+from MonaiDeployerLib import (
+    Cancelled,
+    InputError,
+    MonaiDeployerError,
+    PackageError,
+    Volume,
+    WorkerError,
+    open_package,
+    read_volume,
+    write_volume,
+)
 from MonaiDeployerLib.serving import v2
 from MonaiDeployerLib.serving.remote import RemoteServer
 from MonaiDeployerLib.serving.served import served_hash
 from MonaiDeployerLib.serving.triton_server import exposure_warning
+from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 SERVER_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"  # Testing/setup_triton.sh: PyTriton wants numpy < 2
@@ -84,6 +97,7 @@ def server(sample_model, tmp_path_factory):
     descendants = psutil.Process(process.pid).children(recursive=True)
     try:
         yield Served(f"http://127.0.0.1:{http}", process, listing, (http, grpc, metrics))
+        descendants = psutil.Process(process.pid).children(recursive=True)  # with the workers that replaced others
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0, errors.read_text()
         _gone, alive = psutil.wait_procs(descendants, timeout=30)
@@ -226,3 +240,139 @@ def test_v2_tensors_round_trip_in_binary():
         assert decoded[name].shape == array.shape and np.array_equal(decoded[name], array), name
     assert v2.as_sent(np.zeros(3, np.float64)).dtype == np.float32 and v2.as_sent(np.zeros(3, bool)).dtype == np.uint8
     assert v2.as_sent(np.array([2**40])).dtype == np.float32 and v2.as_sent(np.array([7])).dtype == np.int32
+
+
+def server_tree(server: Served) -> list:
+    """The server's processes: Triton, its backend stubs, the instances' workers and the standby worker."""
+    return [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+
+
+def workers_of(server: Served) -> set:
+    return {each.pid for each in server_tree(server) if "MonaiDeployerLib.inference.worker" in " ".join(
+        each.cmdline())}
+
+
+@pytest.fixture(scope="module")
+def long_volume() -> Volume:
+    """A volume whose sliding-window run on the sample model lasts long enough to be cancelled (tens of seconds)."""
+    return Volume(np.random.default_rng(5).normal(0, 300, (256, 256, 200)).astype(np.float32))
+
+
+def test_a_cancel_stops_the_run_on_the_server_and_the_next_request_is_worked_on_within_2_s(server, held_out,
+                                                                                           long_volume):
+    """Triton would run a request whose client gave up to its end: the cancel kills that run's worker, and the
+    standby worker answers the next request at once."""
+    remote = RemoteServer(server.url)
+    model = torchscript_model(remote)
+    workers_before = workers_of(server)
+    outcome = {}
+
+    def long_run():
+        try:
+            remote.run(model, long_volume, run_id="long-run")
+        except MonaiDeployerError as error:
+            outcome["error"], outcome["at"] = error, time.monotonic()
+
+    thread = threading.Thread(target=long_run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while remote.state("long-run").get("stage") != "inference":
+        assert time.monotonic() < deadline and thread.is_alive(), outcome
+        time.sleep(0.1)
+    cancelled_at = time.monotonic()
+    assert remote.cancel("long-run")["cancelling"] is True
+    thread.join(timeout=30)
+    assert isinstance(outcome["error"], Cancelled) and str(outcome["error"]) == "cancelled by the user while inference"
+    assert outcome["at"] - cancelled_at < 2.0
+    case, volume, truth = held_out[0]
+    result = remote.run(model, volume)
+    worked_on_after = time.monotonic() - result.timings["total"] - cancelled_at  # the answer's arrival, less its run
+    assert worked_on_after < 2.0, (worked_on_after, result.timings)
+    assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+    assert remote.state("long-run") == {"run_id": "long-run", "running": False}
+    workers_after = workers_of(server)
+    assert len(workers_after) == len(workers_before)  # the killed worker gone, the standby in its place, a new standby
+    assert len(workers_before - workers_after) == 1
+
+
+def test_a_run_past_its_time_out_is_stopped_on_the_server(server, held_out, long_volume):
+    remote = RemoteServer(server.url)
+    model = torchscript_model(remote)
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match=r"^no answer from the worker within 2 s while (inference|loading the "
+                                          r"model|preprocessing); run stopped$"):
+        remote.run(model, long_volume, timeout=2)
+    assert time.monotonic() - started < 10  # the transfer, 2 s, the kill; not the run's tens of seconds
+    case, volume, truth = held_out[1]
+    result = remote.run(model, volume)
+    assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+
+
+def cpu_seconds(processes: list) -> float:
+    return sum(each.cpu_times().user for each in processes if each.is_running())
+
+
+def cpu_seconds_once_idle(processes: list, deadline_seconds: float = 120) -> float:
+    """Their CPU seconds once a second passes in which they used under a tenth of one."""
+    deadline, before = time.monotonic() + deadline_seconds, cpu_seconds(processes)
+    while True:
+        time.sleep(1.0)
+        now = cpu_seconds(processes)
+        if now - before < 0.1:
+            return now
+        assert time.monotonic() < deadline, "the server's workers did not become idle"
+        before = now
+
+
+def test_ctrl_c_on_run_server_cancels_the_run_on_the_server(server, tmp_path, long_volume, held_out):
+    remote = RemoteServer(server.url)
+    model = torchscript_model(remote)
+    source = write_volume(tmp_path / "long.nii.gz", long_volume)
+    workers = [psutil.Process(pid) for pid in workers_of(server)]
+    busy_before = cpu_seconds_once_idle(workers)  # a standby worker warming since the last test would count
+    client = subprocess.Popen([sys.executable, "-m", "MonaiDeployerLib", "run", model, source, tmp_path / "out.nii.gz",
+                               "--server", server.url], cwd=REPO_ROOT / "MonaiDeployer", stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 120
+    while cpu_seconds(workers) < busy_before + 2.0:  # a worker runs it
+        assert time.monotonic() < deadline and client.poll() is None, client.stderr.read()
+        time.sleep(0.2)
+    interrupted_at = time.monotonic()
+    client.send_signal(signal.SIGINT)
+    assert client.wait(timeout=30) == 130
+    case, volume, truth = held_out[2]
+    result = remote.run(model, volume)
+    assert time.monotonic() - result.timings["total"] - interrupted_at < 2.0, result.timings
+    assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_four_clients_of_ten_requests_each_get_their_own_answers_and_the_server_keeps_its_memory(server):
+    """40 different volumes on three grids, 4 clients at once: each answer on its own input's grid and at the Dice
+    target against its own truth (none lost or swapped); the server's memory after 40 requests within 10 % of after
+    4."""
+    remote = RemoteServer(server.url)
+    model = torchscript_model(remote)
+    grids = [(case["shape"], case["ijk_to_ras"]) for case in sampledata.held_out_cases()]
+    requests = [(4000 + index, *grids[index % len(grids)]) for index in range(40)]
+    scores = {}
+
+    def client(share: list) -> None:
+        for seed, shape, ijk_to_ras in share:
+            image, truth = sampledata.render_phantom(shape, ijk_to_ras, seed)
+            result = remote.run(model, Volume(image, ijk_to_ras))
+            assert result.labelmap.same_grid(Volume(image, ijk_to_ras), tolerance=1e-12), seed
+            scores[seed] = dice_per_label(result.labelmap.array, truth, LABELS)
+
+    def round_of(start: int, stop: int) -> None:
+        with ThreadPoolExecutor(4) as clients:
+            for done in [clients.submit(client, requests[first + start:first + stop:1]) for first in (0, 10, 20, 30)]:
+                done.result()
+
+    round_of(0, 1)
+    after_4 = sum(each.memory_info().rss for each in server_tree(server))
+    round_of(1, 10)
+    after_40 = sum(each.memory_info().rss for each in server_tree(server))
+    assert sorted(scores) == [seed for seed, _shape, _grid in requests]
+    assert all(min(score.values()) >= MINIMUM_DICE for score in scores.values()), scores
+    assert after_40 <= 1.10 * after_4, (after_4 / 2**20, after_40 / 2**20)

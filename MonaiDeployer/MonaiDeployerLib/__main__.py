@@ -256,14 +256,14 @@ def _run(arguments) -> int:
 
 
 def _run_on_server(arguments) -> int:
-    server = RemoteServer(arguments.server, timeout=arguments.timeout)
+    server = RemoteServer(arguments.server)
     # a path is opened as serve opened it (--mode, --model...), so that its content hash matches
     model = server.find(_open_to_run(arguments) if os.path.exists(arguments.package) else arguments.package)
     card = server.card(model)
     check_output(arguments.output, [card["labels"][value] for value in sorted(card["labels"], key=int)]
                  if card.get("overlapping") else None)
     volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
-    result = server.run(model, volume)
+    result = server.run(model, volume, timeout=arguments.timeout)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     write_volume(arguments.output, result.labelmap, result.labels, result.colors)

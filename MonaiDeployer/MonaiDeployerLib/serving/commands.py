@@ -12,9 +12,11 @@ from ..errors import MonaiDeployerError
 from ..packages import open_package
 from ..packages.trust import TrustList
 from ..runs.runner import threads_per_job
+from .in_flight import InFlight
 from .remote import RemoteServer
 from .served import ServedPackage
 from .triton_server import check_ports_free, exposure_warning, serve
+from .workers import Workers
 
 
 def serve_command(arguments) -> int:
@@ -27,9 +29,9 @@ def serve_command(arguments) -> int:
     trust_list = TrustList()
     for package in packages:
         trust_list.check(package, arguments.trust)
-    threads = threads_per_job(arguments.instances * len(packages))
-    served = [ServedPackage(package, arguments.instances, arguments.python, arguments.device, threads)
-              for package in packages]
+    workers = Workers(arguments.python, arguments.device, threads_per_job(arguments.instances * len(packages)))
+    in_flight = InFlight()
+    served = [ServedPackage(package, arguments.instances, workers, in_flight) for package in packages]
     names = [package.name for package in served]
     if len(set(names)) < len(names):
         raise MonaiDeployerError("a package is named twice (the same content): serve each once")
@@ -38,11 +40,13 @@ def serve_command(arguments) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     _interrupt_on(signal.SIGTERM, signal.SIGINT)  # SIGINT too: a shell may start a background job ignoring it
     try:
+        workers.warm_standby()
         for package in served:
             package.start()
-        serve(served, arguments.host, arguments.http_port, arguments.grpc_port, arguments.metrics_port,
+        serve(served, in_flight, arguments.host, arguments.http_port, arguments.grpc_port, arguments.metrics_port,
               log_file=_triton_log(arguments.http_port), started=lambda: _print_served(arguments, served))
     finally:
+        workers.close()
         for package in served:
             package.close()
     return 0
@@ -69,7 +73,7 @@ def _print_served(arguments, served: list) -> None:
           f"{host}:{arguments.metrics_port}); stop with Ctrl-C; Triton's log: {_triton_log(arguments.http_port)}",
           flush=True)
     for package in served:
-        instances = f"{len(package.runners)} instance" + ("s" if len(package.runners) > 1 else "")
+        instances = f"{len(package.instances)} instance" + ("s" if len(package.instances) > 1 else "")
         title = f"{package.package.name} {package.package.version}".rstrip()
         print(f"  {package.name}  {title} ({package.package.mode}, {instances})", flush=True)
 

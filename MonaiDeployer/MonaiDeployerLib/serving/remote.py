@@ -3,10 +3,13 @@ models, and runs that come back as the same ``Result`` a local run gives. The st
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import math
 import os
 import urllib.parse
+import uuid
 
 import numpy as np
 
@@ -17,11 +20,14 @@ from ..runs.runner import Result
 from . import v2
 from .served import served_hash
 
+CALL_SECONDS = 30  # a card, the models, a cancel
+QUEUE_SECONDS = 60  # beyond a run's own time-out: the wait in the server's queue, and the transfers
+
 
 class RemoteServer:
-    """A server at ``url`` (``http://host:port``)."""
+    """A server at ``url`` (``http://host:port``); ``timeout``: the seconds to wait for any answer but a run's."""
 
-    def __init__(self, url: str, timeout: float | None = None):
+    def __init__(self, url: str, timeout: float | None = CALL_SECONDS):
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         try:
             parsed.port  # noqa: B018  (a port that is not a number, or over 65535, raises here)
@@ -69,12 +75,25 @@ class RemoteServer:
             raise WorkerError(f"{self.url} did not answer as a MonaiDeployer v2 server ({type(error).__name__}: "
                               f"{error})") from error
 
-    def run(self, model: str, volume: Volume) -> Result:
-        """Segment ``volume`` with the served ``model``; the labelmap lies on the volume's grid."""
+    def run(self, model: str, volume: Volume, timeout: float | None = None, run_id: str | None = None) -> Result:
+        """Segment ``volume`` with the served ``model``; the labelmap lies on the volume's grid.
+
+        ``timeout``: the seconds the run may take on the server, which then stops it (this side waits
+        ``QUEUE_SECONDS`` more for the answer). ``run_id`` names the run for ``state`` and ``cancel`` from another
+        thread (default: a new id). Interrupted here (Ctrl+C, this side's time-out), the run is cancelled there.
+        """
         check_volume(volume)
         array = v2.as_sent(volume.array)
-        outputs = self._infer(model, {v2.volume_input(v2.datatype_of(array)): v2.channels_last(array),
-                                      v2.IJK_TO_RAS: np.asarray(volume.ijk_to_ras, np.float64)})
+        run_id = run_id or uuid.uuid4().hex
+        parameters = {v2.RUN_ID: run_id, **({v2.RUN_TIMEOUT: float(timeout)} if timeout else {})}
+        try:
+            outputs = self._infer(model, {v2.volume_input(v2.datatype_of(array)): v2.channels_last(array),
+                                          v2.IJK_TO_RAS: np.asarray(volume.ijk_to_ras, np.float64)},
+                                  parameters=parameters, wait=math.inf if timeout is None else timeout + QUEUE_SECONDS)
+        except BaseException:
+            with contextlib.suppress(MonaiDeployerError):  # a server that cannot be reached has no run to stop
+                self.cancel(run_id)
+            raise
         document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
         v2.raise_error(document)
         labelmap = self._answer(lambda: outputs[v2.LABELMAP])
@@ -88,19 +107,38 @@ class RemoteServer:
             colors={int(value): tuple(color) for value, color in document.get("colors", {}).items()},
             timings=document.get("timings", {}), notes=list(document.get("notes", [])), name=model))
 
-    def _infer(self, model: str, tensors: dict, outputs: tuple = (v2.LABELMAP, v2.RESULT)) -> dict:
-        body, header_length = v2.encode(tensors, outputs)
+    def cancel(self, run_id: str) -> dict:
+        """Stop the run ``run_id`` on the server now (its worker is killed and the standby takes its place), or as it
+        starts if it is still queued; its state as the cancel found it."""
+        return self._run_action("cancel", run_id)
+
+    def state(self, run_id: str) -> dict:
+        """Whether the run ``run_id`` is running, and its stage and fraction done."""
+        return self._run_action("state", run_id)
+
+    def _run_action(self, action: str, run_id: str) -> dict:
+        outputs = self._infer(v2.RUNS, {v2.RUN_ID: np.array([run_id.encode()], dtype=np.object_),
+                                        v2.ACTION: np.array([action.encode()], dtype=np.object_)}, (v2.RESULT,))
+        document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
+        v2.raise_error(document)
+        return document
+
+    def _infer(self, model: str, tensors: dict, outputs: tuple = (v2.LABELMAP, v2.RESULT),
+               parameters: dict | None = None, wait: float | None = None) -> dict:
+        """``wait``: the seconds to wait for the answer (default: this client's ``timeout``; ``math.inf``: no limit)."""
+        body, header_length = v2.encode(tensors, outputs, parameters)
         headers, answer = self._request(
             "POST", f"/v2/models/{urllib.parse.quote(model, safe='')}/infer", body,
             {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
-            model)
+            model, wait)
         length = headers.get("Inference-Header-Content-Length")
         return self._answer(lambda: v2.decode(answer, int(length) if length is not None else None))
 
     def _request(self, method: str, path: str, body: bytes, headers: dict | None = None,
-                 model: str | None = None) -> tuple:
+                 model: str | None = None, wait: float | None = None) -> tuple:
         connection_type = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
-        connection = connection_type(self._parsed.hostname, self._parsed.port, timeout=self._timeout)
+        wait = self._timeout if wait is None else None if wait == math.inf else wait
+        connection = connection_type(self._parsed.hostname, self._parsed.port, timeout=wait)
         try:
             connection.request(method, path, body, headers or {})
             response = connection.getresponse()

@@ -14,6 +14,8 @@ from ..imageio.volume import Volume
 from ..packages.trust import content_hash
 from ..runs.runner import Runner
 from . import v2
+from .in_flight import InFlight
+from .workers import Workers
 
 logger = logging.getLogger(__name__)
 NO_LABELMAP = np.zeros((1, 1, 1, 1), np.uint8)  # an answer without a run (Triton needs every output)
@@ -53,33 +55,33 @@ def package_card(package) -> dict:
 class ServedPackage:
     """One package on the server, checked and trusted at start; ``instances`` warm workers answer its requests."""
 
-    def __init__(self, package, instances: int = 1, python: str | None = None, device: str = "auto",
-                 threads: int | None = None):
+    def __init__(self, package, instances: int, workers: Workers, in_flight: InFlight):
         self.package = package
         self.name = served_name(package)
         self.card = package_card(package)  # once: the package's files are not read again per request
-        self.runners = [Runner(python, device, threads=threads) for _ in range(instances)]
+        self.in_flight = in_flight
+        self.instances = [_Instance(self, workers) for _ in range(instances)]
 
     def start(self) -> None:
         """Every worker started, its requirements checked and torch and MONAI imported where it has them, before the
         first request."""
-        for runner in self.runners:
-            runner.ready(self.package, trust=True)  # the server's start checked the trust
-            warming = runner.begin_warmup()  # None where the worker's Python has no torch (a MAP's host side)
+        for instance in self.instances:
+            instance.runner.ready(self.package, trust=True)  # the server's start checked the trust
+            warming = instance.runner.begin_warmup()  # None where the worker's Python has no torch (a MAP's host)
             if warming is not None:
                 warming.wait()
 
-    def infer_callables(self) -> list:
-        """One callable per instance (Triton runs instances side by side), each with its own runner."""
-        return [_Instance(self, runner) for runner in self.runners]
-
-    def answer(self, runner: Runner, request) -> dict:
+    def answer(self, instance: _Instance, request) -> dict:
         """A request's outputs. Whatever fails answers its one-line error in ``result``: raised, it would reach the
         client as PyTriton's whole traceback, with this server's paths."""
         try:
             if v2.DESCRIBE in request:
                 return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(self.card)}
-            result = runner.run(self.package, volume_of(request), trust=True)
+            parameters = request.parameters or {}
+            timeout = parameters.get(v2.RUN_TIMEOUT)
+            with self.in_flight.running(parameters.get(v2.RUN_ID)) as run:
+                job = instance.ready_runner().submit(self.package, volume_of(request), trust=True)
+                result = job.wait(timeout=float(timeout) if timeout else None, progress=run.follow, cancel=run.cancel)
             return {v2.LABELMAP: _labelmap_sent(result), v2.RESULT: v2.json_tensor({
                 "labels": {str(value): name for value, name in result.labels.items()},
                 "colors": {str(value): list(color) for value, color in result.colors.items()},
@@ -89,8 +91,8 @@ class ServedPackage:
             return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(v2.error_document(error))}
 
     def close(self) -> None:
-        for runner in self.runners:
-            runner.close()
+        for instance in self.instances:
+            instance.runner.close()
 
 
 def catalogue_callable(served: list):
@@ -100,13 +102,24 @@ def catalogue_callable(served: list):
 
 
 class _Instance:
-    """What Triton calls for one model instance: a list of requests in, a list of output dicts out."""
+    """What Triton calls for one model instance (a list of requests in, a list of output dicts out), with its own
+    worker."""
 
-    def __init__(self, served: ServedPackage, runner: Runner):
-        self._served, self._runner = served, runner
+    def __init__(self, served: ServedPackage, workers: Workers):
+        self._served, self._workers = served, workers
+        self.runner = workers.new()
+
+    def ready_runner(self) -> Runner:
+        """The instance's runner, with the standby worker in place of one that was stopped (a cancel or time-out
+        kills it) or died: the request need not wait for a new worker's start."""
+        if not self.runner.client.alive:
+            self.runner.close()
+            self.runner = self._workers.replacement()
+            self.runner.ready(self._served.package, trust=True)
+        return self.runner
 
     def __call__(self, requests) -> list:
-        return [self._served.answer(self._runner, request) for request in requests]
+        return [self._served.answer(self, request) for request in requests]
 
 
 def _labelmap_sent(result) -> np.ndarray:

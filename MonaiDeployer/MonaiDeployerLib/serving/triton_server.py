@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import PackageError, WorkerError
 from . import v2
+from .in_flight import InFlight, runs_callable
 from .served import ServedPackage, catalogue_callable
 
 LOOPBACK = "127.0.0.1"
@@ -35,10 +36,11 @@ def exposure_warning(host: str) -> str | None:
             "read their answers; Triton authenticates nobody, so put a TLS proxy with authentication in front")
 
 
-def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 8000, grpc_port: int = 8001,
-          metrics_port: int = 8002, log_file: str | None = None, started=None) -> None:
-    """Serve until interrupted (SIGINT, which the command line makes of SIGTERM too); ``started()`` is called once
-    every model is ready. Triton's own log goes to ``log_file`` (default: this process's output)."""
+def serve(served: list[ServedPackage], in_flight: InFlight, host: str = LOOPBACK, http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int = 8002, log_file: str | None = None, started=None) -> None:
+    """Serve until interrupted (SIGINT, which the command line makes of SIGTERM too), with the ``RUNS`` model
+    answering for the runs ``in_flight``; ``started()`` is called once every model is ready. Triton's own log goes
+    to ``log_file`` (default: this process's output)."""
     try:
         from pytriton.model_config import ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
@@ -61,9 +63,12 @@ def serve(served: list[ServedPackage], host: str = LOOPBACK, http_port: int = 80
             with _this_pythons_library():  # for Triton's processes alone, not for workers started later
                 triton.run()
             for package in served:
-                triton.bind(package.name, package.infer_callables(), inputs, outputs,
+                triton.bind(package.name, package.instances, inputs, outputs,
                             config=ModelConfig(batching=False), strict=True)
             triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
+                        [result], config=ModelConfig(batching=False))
+            triton.bind(v2.RUNS, runs_callable(in_flight), [Tensor(name=name, shape=(1,), dtype=bytes) for name in
+                                                            (v2.RUN_ID, v2.ACTION)],
                         [result], config=ModelConfig(batching=False))
         except Exception as error:  # PyTriton's own errors are tracebacks: one line, and where to look
             first = v2.one_line((str(error) or type(error).__name__).split("\n")[0])

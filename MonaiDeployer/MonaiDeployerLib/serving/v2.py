@@ -5,7 +5,9 @@ and ``ijk_to_ras`` FP64 [4, 4]; or ``describe`` alone, which asks for the packag
 UINT8 [I, J, K, M] on the volume's grid (M = 1: a label value per voxel; M > 1: one 0/1 mask per label, mask m for
 label m + 1) and ``result``, one BYTES element of JSON: the labels with names and colours, notes and timings, or the
 error that stopped the run, as one line. The ``CATALOGUE`` model answers ``describe`` with every served model's card.
-Any v2 client can send these; this module needs numpy alone.
+A request's parameters may name its run (``run_id``) and the seconds it may take (``run_timeout_s``): the ``RUNS``
+model then answers ``action`` "state" or "cancel" of that run. Any v2 client can send these; this module needs numpy
+alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import struct
 
 import numpy as np
 
-from ..errors import InputError, MonaiDeployerError, PackageError, WorkerError
+from ..errors import Cancelled, InputError, MonaiDeployerError, PackageError, WorkerError
 
 DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
              "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
@@ -24,7 +26,8 @@ DATATYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32":
 VOLUME_TYPES = ("FP32", "INT16", "UINT16", "UINT8", "INT32")  # what medical volumes are stored as
 IJK_TO_RAS, DESCRIBE, LABELMAP, RESULT = "ijk_to_ras", "describe", "labelmap", "result"
 CATALOGUE = "monaideployer-models"  # the served models' cards: Triton keeps its own model index to admins
-ERRORS = {error.__name__: error for error in (InputError, PackageError, WorkerError)}
+RUNS, RUN_ID, ACTION, RUN_TIMEOUT = "monaideployer-runs", "run_id", "action", "run_timeout_s"
+ERRORS = {error.__name__: error for error in (InputError, PackageError, WorkerError, Cancelled)}
 
 
 def volume_input(datatype: str) -> str:
@@ -55,10 +58,10 @@ def channels_last(array: np.ndarray) -> np.ndarray:
     return array[..., np.newaxis] if array.ndim == 3 else array
 
 
-def encode(tensors: dict, outputs: tuple = ()) -> tuple[bytes, int]:
+def encode(tensors: dict, outputs: tuple = (), parameters: dict | None = None) -> tuple[bytes, int]:
     """A binary request body (its JSON header, then each tensor's bytes) and the header's length, which goes in
     the ``Inference-Header-Content-Length`` HTTP header."""
-    header, chunks = {"inputs": []}, []
+    header, chunks = {"inputs": [], **({"parameters": parameters} if parameters else {})}, []
     for name, array in tensors.items():
         data = _tensor_bytes(array)
         header["inputs"].append({"name": name, "shape": list(array.shape), "datatype": datatype_of(array),
@@ -112,6 +115,11 @@ def json_tensor(document: dict) -> np.ndarray:
 
 def json_of(tensor: np.ndarray) -> dict:
     return json.loads(tensor.reshape(-1)[0])
+
+
+def text_of(tensor: np.ndarray) -> str:
+    """A BYTES tensor's first element as text."""
+    return _as_bytes(tensor.reshape(-1)[0]).decode(errors="replace")
 
 
 def error_document(error: Exception) -> dict:

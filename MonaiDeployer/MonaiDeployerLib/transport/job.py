@@ -11,6 +11,7 @@ Slicer nodes). No thread: Slicer polls a job from a timer.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -76,11 +77,13 @@ class Job:
             events.append(self._finish())
         return events
 
-    def wait(self, timeout: float | None = None, progress: Callable[[Event], None] | None = None):
+    def wait(self, timeout: float | None = None, progress: Callable[[Event], None] | None = None,
+             cancel: threading.Event | None = None):
         """Block until the job ends and return its result, or raise its error; ``progress`` gets each event.
 
         A time-out stops it as a cancel does, and raises WorkerError; so does anything ``progress`` raises, and an
-        interrupt (Ctrl+C), which then propagate.
+        interrupt (Ctrl+C), which then propagate. ``cancel``: set by another thread (a server's cancel request), it
+        cancels the job within a poll, from this thread, which alone touches the job.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -88,7 +91,11 @@ class Job:
                 for event in self.poll(block_seconds=WAIT_POLL_SECONDS):
                     if progress is not None:
                         progress(event)
-                if deadline is not None and not self._ended and time.monotonic() > deadline:
+                if self._ended:
+                    break
+                if cancel is not None and cancel.is_set():
+                    self.cancel()
+                elif deadline is not None and time.monotonic() > deadline:
                     self.expire(timeout)
         except BaseException:
             self.cancel()
