@@ -3,25 +3,21 @@ loopback, its model run by a warm worker, and this project's v2 client, through 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
 import re
-import select
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import psutil
 import pytest
 from conftest import REPO_ROOT
+from serve_process import SERVER_PYTHON, Served, free_ports, start_serve, stop_serve
 
 from MonaiDeployerLib import (
     Cancelled,
@@ -41,28 +37,9 @@ from MonaiDeployerLib.serving.triton_server import exposure_warning
 from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
-SERVER_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"  # Testing/setup_triton.sh: PyTriton wants numpy < 2
 SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
 DEPLOY_APP = REPO_ROOT / "Testing" / "deploy_apps" / "phantom_nifti"  # the sample network as SDK operators
 LABELS = {1: "organ", 2: "lesion"}
-
-
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen
-    listing: list
-    ports: tuple
-
-
-def free_ports(count: int) -> list:
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
 
 
 def is_loopback(ip: str) -> bool:
@@ -81,51 +58,13 @@ def server(sample_model, tmp_path_factory):
     """``serve`` of the sample TorchScript model, bundle and Deploy app (which gets the model with --model), their
     workers in this Python (torch, MONAI, the Deploy SDK), until the module's tests are done; then SIGTERM, which
     must leave no process of it (Triton, its backend stubs, the workers)."""
-    assert SERVER_PYTHON.exists(), "run Testing/setup_triton.sh first: it makes .venv-triton, the server's Python"
-    http, grpc, metrics = free_ports(3)
-    errors = tmp_path_factory.mktemp("serve") / "stderr.txt"  # a file: a pipe nobody reads would fill and block it
-    process = subprocess.Popen(
-        [str(SERVER_PYTHON), "-m", "MonaiDeployerLib", "serve", sample_model, str(SAMPLE_BUNDLE), str(DEPLOY_APP),
-         "--model", sample_model, "--trust", "--python", sys.executable, "--device", "cpu", "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=errors.open("w"), cwd=REPO_ROOT / "MonaiDeployer")
-    printed = read_until_serving(process, models=3, deadline=time.monotonic() + 300)
-    if len(printed) < 4 or not printed[-4].startswith("serving on"):
-        process.kill()
-        pytest.fail(f"serve did not start: {''.join(printed)}{errors.read_text()}")
-    listing = printed[-4:]
-    descendants = psutil.Process(process.pid).children(recursive=True)
+    served = start_serve([sample_model, SAMPLE_BUNDLE, DEPLOY_APP, "--model", sample_model, "--trust", "--device",
+                          "cpu"], models=3, errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
     try:
-        yield Served(f"http://127.0.0.1:{http}", process, listing, (http, grpc, metrics))
-        descendants = psutil.Process(process.pid).children(recursive=True)  # with the workers that replaced others
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=90) == 0, errors.read_text()
-        _gone, alive = psutil.wait_procs(descendants, timeout=30)
-        assert not alive, [each.cmdline()[:2] for each in alive]
-    finally:  # whatever failed above: nothing of it may hold the ports or the CPU for the next tests
-        for each in [process, *descendants]:
-            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-                each.kill()
-
-
-def read_until_serving(process: subprocess.Popen, models: int, deadline: float) -> list:
-    """serve's lines up to "serving on" and the ``models`` lines after it, or what it printed by the deadline (or
-    before it ended)."""
-    printed, pending = [], ""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1.0)
-        if not ready:
-            continue
-        chunk = os.read(process.stdout.fileno(), 65536).decode()
-        if not chunk:
-            break
-        pending += chunk
-        *lines, pending = pending.split("\n")
-        printed += [line + "\n" for line in lines]
-        starts = [index for index, line in enumerate(printed) if line.startswith("serving on")]
-        if starts and len(printed) > starts[0] + models:
-            return printed[:starts[0] + models + 1]
-    return printed
+        yield served
+    finally:
+        left = stop_serve(served)
+    assert not left, left
 
 
 def test_served_models_are_named_by_their_package_and_content(server, sample_model):
@@ -214,8 +153,7 @@ def test_a_second_server_on_the_same_ports_is_refused_in_one_line_before_any_wor
 
 
 def test_the_default_server_listens_on_loopback_alone(server):
-    processes = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
-    listening = {(connection.laddr.ip, connection.laddr.port) for each in processes
+    listening = {(connection.laddr.ip, connection.laddr.port) for each in server.tree()
                  for connection in each.net_connections(kind="inet") if connection.status == psutil.CONN_LISTEN}
     assert len(listening) >= 3  # HTTP, gRPC, metrics
     assert all(is_loopback(ip) for ip, _port in listening), listening
@@ -242,13 +180,8 @@ def test_v2_tensors_round_trip_in_binary():
     assert v2.as_sent(np.array([2**40])).dtype == np.float32 and v2.as_sent(np.array([7])).dtype == np.int32
 
 
-def server_tree(server: Served) -> list:
-    """The server's processes: Triton, its backend stubs, the instances' workers and the standby worker."""
-    return [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
-
-
 def workers_of(server: Served) -> set:
-    return {each.pid for each in server_tree(server) if "MonaiDeployerLib.inference.worker" in " ".join(
+    return {each.pid for each in server.tree() if "MonaiDeployerLib.inference.worker" in " ".join(
         each.cmdline())}
 
 
@@ -370,9 +303,9 @@ def test_four_clients_of_ten_requests_each_get_their_own_answers_and_the_server_
                 done.result()
 
     round_of(0, 1)
-    after_4 = sum(each.memory_info().rss for each in server_tree(server))
+    after_4 = sum(each.memory_info().rss for each in server.tree())
     round_of(1, 10)
-    after_40 = sum(each.memory_info().rss for each in server_tree(server))
+    after_40 = sum(each.memory_info().rss for each in server.tree())
     assert sorted(scores) == [seed for seed, _shape, _grid in requests]
     assert all(min(score.values()) >= MINIMUM_DICE for score in scores.values()), scores
     assert after_40 <= 1.10 * after_4, (after_4 / 2**20, after_40 / 2**20)
