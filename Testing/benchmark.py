@@ -1,7 +1,7 @@
 """Benchmark: the TorchScript floor, a cold CLI run and warm runner runs, side by side in one process.
 
     .venv/bin/python Testing/benchmark.py [--size 128] [--repeats 3] [--skip-batch] [--skip-real-size]
-        [--peer-script PATH]
+        [--skip-serve] [--peer-script PATH]
 
 Every ratio is against a baseline measured in this same run on this same machine. The floor is
 raw in-process TorchScript: ``torch.jit.load`` once, then ``model(x)`` on the whole volume. The
@@ -21,6 +21,10 @@ against the cold container run.
 The batch rows (Testing/benchmark_batch.py; --skip-batch leaves them out) run 20 cases of the same size through the
 ``batch`` command against 20 ``run`` commands and 20 warm single runs of one ``Runner``, and follow the worker's
 memory over a batch.
+
+The serving rows (Testing/benchmark_serve.py; --skip-serve leaves them out, and so does a machine without
+.venv-triton) run the sample model through ``serve`` against the same warm run here, and a 512x512x300 volume's
+transfer to a served model and back.
 
 The real-size rows (Testing/benchmark_real_size.py; --skip-real-size leaves them out) run a 512x512x400 int16
 CT-like volume: the floor on the model's working grid, the sidecar and bundle runs warm, a 14-class network, the
@@ -56,6 +60,7 @@ sys.path.insert(0, str(REPO_ROOT / "MonaiDeployer"))
 import benchmark_batch  # noqa: E402  (beside this script)
 import benchmark_peer  # noqa: E402
 import benchmark_real_size  # noqa: E402
+import benchmark_serve  # noqa: E402
 
 from MonaiDeployerLib import Runner, Volume, open_package, write_volume  # noqa: E402
 from MonaiDeployerLib.packages.map_build import package_app  # noqa: E402
@@ -192,6 +197,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-real-size", action="store_true", help="leave out the 512x512x400 rows (minutes)")
     parser.add_argument("--skip-batch", action="store_true", help="leave out the batch rows (minutes)")
+    parser.add_argument("--skip-serve", action="store_true", help="leave out the serving rows (a minute)")
     parser.add_argument("--peer-script", metavar="PATH",
                         help="a copy of SlicerMONAIAuto3DSeg's auto3dseg_segresnet_inference.py to compare with")
     arguments = parser.parse_args()
@@ -234,6 +240,8 @@ def main() -> int:
             cold_cli_map = cold_cli(image, source, folder / "out-map.nii.gz", "--mode", "map", "--runtime", "podman",
                                     "--cold")
         panel = panel_applies(volume, arguments.repeats, folder / "slicer-settings")
+        serving = None if arguments.skip_serve else benchmark_serve.measure(SAMPLE_MODEL, volume, arguments.repeats,
+                                                                            folder)
         batch = None if arguments.skip_batch else benchmark_batch.measure(SAMPLE_MODEL, arguments.size, folder)
         real_size = None if arguments.skip_real_size else benchmark_real_size.measure(
             SAMPLE_MODEL, str(SAMPLE_BUNDLE), folder)
@@ -296,6 +304,8 @@ def main() -> int:
               f"{panel['block'] * 1000:.0f} ms: {_verdict(panel['block'], 0.100)}")
         print(f"(longest GUI-thread block of the Apply with no time to warm up, which waits for the worker's start: "
               f"{panel['unwarmed_block'] * 1000:.0f} ms)")
+    if serving is not None:
+        benchmark_serve.report(serving)
     if batch is not None:
         benchmark_batch.report(batch)
     if real_size is not None:

@@ -29,7 +29,8 @@ def serve_command(arguments) -> int:
     trust_list = TrustList()
     for package in packages:
         trust_list.check(package, arguments.trust)
-    workers = Workers(arguments.python, arguments.device, threads_per_job(arguments.instances * len(packages)))
+    # a model's instances run side by side and share the cores; different models' runs rarely meet
+    workers = Workers(arguments.python, arguments.device, threads_per_job(arguments.instances))
     in_flight = InFlight()
     served = [ServedPackage(package, arguments.instances, workers, in_flight) for package in packages]
     names = [package.name for package in served]

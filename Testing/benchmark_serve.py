@@ -1,0 +1,124 @@
+"""The benchmark's serving rows: ``serve`` (a real Triton from PyTriton's wheel, on loopback, its worker in this
+Python) against the same package run warm by a ``Runner`` in this process.
+
+Measured: the round trip of the benchmark's volume through the served sample model (sample sidecar) against the
+local warm run, the two taking turns so that the machine's drift reaches both alike; the transfer of a
+512x512x300 CT-like volume, as int16 (the CT's own type) and as float32, through a served threshold model (two
+scores from the intensity in one forward pass): the round trip less the server's own run, as its ``total``
+timing says; and the server's resident memory (its process tree) after the small runs, after the large ones and
+after small runs again: its shared memory grows to fit the largest request, then stays.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from serve_process import SERVER_PYTHON, start_serve, stop_serve
+
+from MonaiDeployerLib import Runner, Volume, open_package
+from MonaiDeployerLib.serving.remote import RemoteServer
+
+LARGE_SHAPE = (512, 512, 300)
+LARGE_RUNS = 2  # of each type; the faster one counts
+SMALL_AGAIN = 5
+
+
+def threshold_model(folder: Path) -> str:
+    """A TorchScript file whose one forward pass scores "dense" above 400 HU: the worker's own time stays small."""
+    import torch
+
+    class Threshold(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([0.5 - x, x - 0.5], dim=1)
+
+    path = folder / "threshold.ts"
+    torch.jit.script(Threshold().eval()).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps({
+        "name": "Threshold (benchmark)", "version": "1.0.0",
+        "input": {"intensity": {"a_min": 0.0, "a_max": 800.0, "b_min": 0.0, "b_max": 1.0, "clip": True}},
+        "labels": {"1": {"name": "dense"}}}))
+    return str(path)
+
+
+def measure(sample_model: str, volume: Volume, repeats: int, folder: Path) -> dict | None:
+    """None without the server's Python (Testing/setup_triton.sh makes it)."""
+    if not SERVER_PYTHON.exists():
+        return None
+    threshold = threshold_model(folder)
+    served = start_serve([sample_model, threshold, "--device", "cpu"], models=2, errors=folder / "serve.txt")
+    try:
+        remote = RemoteServer(served.url)
+        sample_name, threshold_name = (line.split()[0] for line in served.listing[1:])
+        package = open_package(sample_model)
+        local_times, remote_times, remote_totals = [], [], []
+        with Runner(device="cpu") as local:
+            for _ in range(2):  # untimed: the model's load, TorchScript's first optimising calls
+                local.run(package, volume)
+                remote.run(sample_name, volume)
+            for _ in range(repeats):
+                started = time.perf_counter()
+                local.run(package, volume)
+                local_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                result = remote.run(sample_name, volume)
+                remote_times.append(time.perf_counter() - started)
+                remote_totals.append(result.timings["total"])
+        memory = {"after the small runs": _resident(served)}
+        hounsfield = ramp(LARGE_SHAPE)
+        large = {}
+        for kind, array in (("int16", hounsfield), ("float32", hounsfield.astype(np.float32))):
+            transfers = []
+            for _ in range(LARGE_RUNS):
+                started = time.perf_counter()
+                result = remote.run(threshold_name, Volume(array))
+                transfers.append((time.perf_counter() - started - result.timings["total"], result.timings["total"]))
+            large[kind] = min(transfers)
+        memory["after the large runs"] = _resident(served)
+        for _ in range(SMALL_AGAIN):
+            remote.run(sample_name, volume)
+        memory["after small runs again"] = _resident(served)
+    finally:
+        left = stop_serve(served)
+    if left:
+        raise RuntimeError(f"serve left processes: {left}")
+    return {"shape": volume.shape, "local": statistics.median(local_times), "remote": statistics.median(remote_times),
+            "remote_run": statistics.median(remote_totals), "large": large, "memory": memory, "repeats": repeats}
+
+
+def ramp(shape: tuple) -> np.ndarray:
+    """HU rising along I, so that the threshold's labels have one boundary: the server's own run stays short (noise
+    would put a boundary at every voxel) and the transfer, which no content changes, is the most of the trip."""
+    return np.broadcast_to(np.linspace(-1000, 1500, shape[0]).astype(np.int16)[:, None, None], shape).copy()
+
+
+def _resident(served) -> int:
+    """The process tree's proportional set size: the shared memory that Triton, its Python backend and PyTriton
+    map in several processes counts once, where the sum of resident sizes counts it in each."""
+    return sum(each.memory_full_info().pss for each in served.tree())
+
+
+def report(measured: dict) -> None:
+    size = "x".join(map(str, measured["shape"][:3]))
+    overhead = measured["remote"] - measured["local"]
+    print(f"serve: a real Triton (PyTriton's tritonserver) on loopback, its worker in this Python; median of "
+          f"{measured['repeats']}, taking turns")
+    print(f"{'what':52s} {'seconds':>9s}")
+    print(f"{f'local warm run, sample sidecar, {size} (baseline)':52s} {measured['local']:9.3f}")
+    print(f"{'remote run through serve, the same, round trip':52s} {measured['remote']:9.3f}")
+    print(f"{'  of which the server worker':52s} {measured['remote_run']:9.3f}")
+    print(f"{'  the trip itself (the round trip less that)':52s} {measured['remote'] - measured['remote_run']:9.3f}")
+    megabytes = np.prod(LARGE_SHAPE) / 2**20
+    for kind, (transfer, run) in measured["large"].items():
+        volume_mib = megabytes * (2 if kind == "int16" else 4)
+        print(f"{f'{LARGE_SHAPE[0]}x{LARGE_SHAPE[1]}x{LARGE_SHAPE[2]} {kind} ({volume_mib:.0f} MiB) transfer':52s} "
+              f"{transfer:9.3f}   (the threshold run on the server: {run:.3f} s)")
+    print("server memory (proportional set size of its process tree): " + ", ".join(
+        f"{when} {rss / 2**20:.0f} MiB" for when, rss in measured["memory"].items()))
+    target = measured["local"] + 0.030
+    print(f"target (serve): remote {size} round trip <= local warm run + 30 ms = {target:.3f} s; measured "
+          f"{measured['remote']:.3f} s (+{overhead * 1000:.0f} ms): "
+          f"{'meets the target' if measured['remote'] <= target else 'MISSES the target'}")
