@@ -54,7 +54,7 @@ def measure(sample_model: str, volume: Volume, repeats: int, folder: Path) -> di
         remote = RemoteServer(served.url)
         sample_name, threshold_name = (line.split()[0] for line in served.listing[1:])
         package = open_package(sample_model)
-        local_times, remote_times, remote_totals = [], [], []
+        local_times, remote_times, remote_trips = [], [], []
         with Runner(device="cpu") as local:
             for _ in range(2):  # untimed: the model's load, TorchScript's first optimising calls
                 local.run(package, volume)
@@ -66,7 +66,7 @@ def measure(sample_model: str, volume: Volume, repeats: int, folder: Path) -> di
                 started = time.perf_counter()
                 result = remote.run(sample_name, volume)
                 remote_times.append(time.perf_counter() - started)
-                remote_totals.append(result.timings["total"])
+                remote_trips.append(remote_times[-1] - result.timings["total"])
         memory = {"after the small runs": _resident(served)}
         hounsfield = ramp(LARGE_SHAPE)
         large = {}
@@ -86,7 +86,7 @@ def measure(sample_model: str, volume: Volume, repeats: int, folder: Path) -> di
     if left:
         raise RuntimeError(f"serve left processes: {left}")
     return {"shape": volume.shape, "local": statistics.median(local_times), "remote": statistics.median(remote_times),
-            "remote_run": statistics.median(remote_totals), "large": large, "memory": memory, "repeats": repeats}
+            "trip": statistics.median(remote_trips), "large": large, "memory": memory, "repeats": repeats}
 
 
 def ramp(shape: tuple) -> np.ndarray:
@@ -109,8 +109,7 @@ def report(measured: dict) -> None:
     print(f"{'what':52s} {'seconds':>9s}")
     print(f"{f'local warm run, sample sidecar, {size} (baseline)':52s} {measured['local']:9.3f}")
     print(f"{'remote run through serve, the same, round trip':52s} {measured['remote']:9.3f}")
-    print(f"{'  of which the server worker':52s} {measured['remote_run']:9.3f}")
-    print(f"{'  the trip itself (the round trip less that)':52s} {measured['remote'] - measured['remote_run']:9.3f}")
+    print(f"{'  the trip alone (less the server worker run)':52s} {measured['trip']:9.3f}")
     megabytes = np.prod(LARGE_SHAPE) / 2**20
     for kind, (transfer, run) in measured["large"].items():
         volume_mib = megabytes * (2 if kind == "int16" else 4)
