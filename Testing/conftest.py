@@ -111,3 +111,48 @@ def assert_held_out_segmented(runner, package, held_out, labels: dict, context: 
         assert result.labels == labels, (case["name"], context)
         scores = dice_per_label(result.labelmap.array, truth, labels)
         assert min(scores.values()) >= MINIMUM_DICE, (case["name"], context, scores)
+
+
+def write_series(volume, folder, patient: str, description: str) -> list:
+    """A CT series with the volume's exact geometry, its patient and series named (as a scanner would)."""
+    import pydicom
+
+    from MonaiDeployerLib.imageio.dicom import write_dicom_series
+
+    os.makedirs(folder)
+    paths = write_dicom_series(volume, str(folder))
+    for path in paths:
+        image = pydicom.dcmread(path)
+        image.PatientID, image.SeriesDescription, image.StudyID = patient, description, "CT1"
+        image.save_as(path)
+    return paths
+
+
+def truth_on(volume, seed: int):
+    """The phantom's truth drawn on ``volume``'s own grid (it is defined in RAS)."""
+    return sampledata.render_phantom(volume.shape[:3], volume.ijk_to_ras, seed)[1]
+
+
+@pytest.fixture(scope="module")
+def mixed_inputs(tmp_path_factory) -> dict:
+    """NRRD and NIfTI files, a folder of two DICOM series and a corrupt file: {"folder", "seeds" by output stem,
+    "grids" by output stem}."""
+    from MonaiDeployerLib import Volume, write_volume
+
+    folder = tmp_path_factory.mktemp("cohort")
+    cases = {case["name"]: case for case in sampledata.held_out_cases()}
+    seeds, grids = {}, {}
+    for name, suffix in (("oblique", ".nrrd"), ("anisotropic", ".nii.gz")):
+        case = cases[name]
+        image, _truth = sampledata.render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
+        write_volume(folder / f"{name}{suffix}", Volume(image, case["ijk_to_ras"]))
+        seeds[name], grids[name] = case["seed"], case["ijk_to_ras"]
+    for patient, name in (("PAT-001", "lps-like"), ("PAT/002", "oblique")):
+        case = cases[name]
+        image, _truth = sampledata.render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
+        write_series(Volume(image, case["ijk_to_ras"]), folder / "dicom" / name, patient, f"Abdomen {name}")
+        stem = f"{patient.replace('/', '-')}_CT1_S1-Abdomen-{name}"
+        seeds[stem], grids[stem] = case["seed"], case["ijk_to_ras"]
+    (folder / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a whole gzip stream")
+    (folder / "README.txt").write_text("not a volume: left out")
+    return {"folder": folder, "seeds": seeds, "grids": grids}

@@ -13,58 +13,17 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, truth_on
 from test_cli import cli
 
 from MonaiDeployerLib import InputError, OutputError, Runner, Volume, read_volume, write_volume
-from MonaiDeployerLib.imageio.dicom import read_dicom_seg, write_dicom_series
+from MonaiDeployerLib.imageio.dicom import read_dicom_seg
 from MonaiDeployerLib.runs.case_outputs import CaseOutputs
 from MonaiDeployerLib.runs.cases import Case, find_cases
 from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
 
 LABELS = (1, 2)
-
-
-def write_series(volume: Volume, folder, patient: str, description: str) -> list:
-    """A CT series with the volume's exact geometry, its patient and series named (as a scanner would)."""
-    import pydicom
-
-    os.makedirs(folder)
-    paths = write_dicom_series(volume, str(folder))
-    for path in paths:
-        image = pydicom.dcmread(path)
-        image.PatientID, image.SeriesDescription, image.StudyID = patient, description, "CT1"
-        image.save_as(path)
-    return paths
-
-
-def truth_on(volume: Volume, seed: int) -> np.ndarray:
-    """The phantom's truth drawn on ``volume``'s own grid (it is defined in RAS)."""
-    return sampledata.render_phantom(volume.shape[:3], volume.ijk_to_ras, seed)[1]
-
-
-@pytest.fixture(scope="module")
-def mixed_inputs(tmp_path_factory) -> dict:
-    """NRRD and NIfTI files, a folder of two DICOM series and a corrupt file: {"folder", "seeds" by output stem,
-    "grids" by output stem}."""
-    folder = tmp_path_factory.mktemp("cohort")
-    cases = {case["name"]: case for case in sampledata.held_out_cases()}
-    seeds, grids = {}, {}
-    for name, suffix in (("oblique", ".nrrd"), ("anisotropic", ".nii.gz")):
-        case = cases[name]
-        image, _truth = sampledata.render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
-        write_volume(folder / f"{name}{suffix}", Volume(image, case["ijk_to_ras"]))
-        seeds[name], grids[name] = case["seed"], case["ijk_to_ras"]
-    for patient, name in (("PAT-001", "lps-like"), ("PAT/002", "oblique")):
-        case = cases[name]
-        image, _truth = sampledata.render_phantom(case["shape"], case["ijk_to_ras"], case["seed"])
-        write_series(Volume(image, case["ijk_to_ras"]), folder / "dicom" / name, patient, f"Abdomen {name}")
-        stem = f"{patient.replace('/', '-')}_CT1_S1-Abdomen-{name}"
-        seeds[stem], grids[stem] = case["seed"], case["ijk_to_ras"]
-    (folder / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a whole gzip stream")
-    (folder / "README.txt").write_text("not a volume: left out")
-    return {"folder": folder, "seeds": seeds, "grids": grids}
 
 
 def test_a_mixed_batch_meets_dice_on_every_grid_names_the_corrupt_case_and_leaves_no_partial_file(

@@ -147,8 +147,9 @@ def test_outside_the_kinds_own_modules_no_code_branches_on_a_mode_name():
 def test_one_job_class_with_one_signature():
     """The worker client's calls, the API's runs and the Slicer node runs are Jobs; nothing else in the library
     defines a job's methods again but a batch, which polls and cancels the Jobs of its cases (and its panel form,
-    a Batch whose rows are nodes, as a NodeSegmentation is a Job whose result is a node)."""
-    assert list(inspect.signature(Job.wait).parameters) == ["self", "timeout", "progress"]
+    a Batch whose rows are nodes, as a NodeSegmentation is a Job whose result is a node). A run on a server is a Job
+    too, following a request that stops the run there."""
+    assert list(inspect.signature(Job.wait).parameters) == ["self", "timeout", "progress", "cancel"]
     assert inspect.signature(Job.wait).parameters["timeout"].default is None
     defining = []
     for path in LIBRARY.rglob("*.py"):

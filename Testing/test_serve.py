@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import psutil
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, truth_on
 from serve_process import SERVER_PYTHON, Served, free_ports, start_serve, stop_serve
 
 from MonaiDeployerLib import (
@@ -32,6 +32,7 @@ from MonaiDeployerLib import (
 )
 from MonaiDeployerLib.serving import v2
 from MonaiDeployerLib.serving.remote import RemoteServer
+from MonaiDeployerLib.serving.remote_runner import RemoteRunner
 from MonaiDeployerLib.serving.served import served_hash
 from MonaiDeployerLib.serving.triton_server import exposure_warning
 from MonaiDeployerLib.testing import sampledata
@@ -209,11 +210,11 @@ def test_a_cancel_stops_the_run_on_the_server_and_the_next_request_is_worked_on_
     thread = threading.Thread(target=long_run)
     thread.start()
     deadline = time.monotonic() + 120
-    while remote.state("long-run").get("stage") != "inference":
+    while remote.run_state("long-run").get("stage") != "inference":
         assert time.monotonic() < deadline and thread.is_alive(), outcome
         time.sleep(0.1)
     cancelled_at = time.monotonic()
-    assert remote.cancel("long-run")["cancelling"] is True
+    assert remote.cancel_run("long-run")["cancelling"] is True
     thread.join(timeout=30)
     assert isinstance(outcome["error"], Cancelled) and str(outcome["error"]) == "cancelled by the user while inference"
     assert outcome["at"] - cancelled_at < 2.0
@@ -222,7 +223,7 @@ def test_a_cancel_stops_the_run_on_the_server_and_the_next_request_is_worked_on_
     worked_on_after = time.monotonic() - result.timings["total"] - cancelled_at  # the answer's arrival, less its run
     assert worked_on_after < 2.0, (worked_on_after, result.timings)
     assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
-    assert remote.state("long-run") == {"run_id": "long-run", "running": False}
+    assert remote.run_state("long-run") == {"run_id": "long-run", "running": False}
     workers_after = workers_of(server)
     assert len(workers_after) == len(workers_before)  # the killed worker gone, the standby in its place, a new standby
     assert len(workers_before - workers_after) == 1
@@ -309,3 +310,51 @@ def test_four_clients_of_ten_requests_each_get_their_own_answers_and_the_server_
     assert sorted(scores) == [seed for seed, _shape, _grid in requests]
     assert all(min(score.values()) >= MINIMUM_DICE for score in scores.values()), scores
     assert after_40 <= 1.10 * after_4, (after_4 / 2**20, after_40 / 2**20)
+
+
+def test_a_batch_on_the_server_writes_every_case_at_the_dice_target_and_names_the_corrupt_one(
+        server, sample_model, mixed_inputs, tmp_path):
+    """``batch --server --jobs 2``, the sample model by its path: files and DICOM series read here, run there."""
+    output = tmp_path / "segmentations"
+    finished = cli_in(sys.executable, "batch", sample_model, mixed_inputs["folder"], "--output-dir", output,
+                      "--server", server.url, "--jobs", "2", "--json")
+    assert finished.returncode == 1, finished.stderr
+    lines = [json.loads(line) for line in finished.stdout.splitlines()]
+    corrupt = str(mixed_inputs["folder"] / "corrupt.nii.gz")
+    failed = [line for line in lines if line["event"] == "case" and line["status"] == "failed"]
+    assert [line["case"] for line in failed] == [corrupt] and failed[0]["error"].startswith(f"cannot read {corrupt}")
+    assert lines[-1] == {**lines[-1], "event": "summary", "cases": 5, "done": 4, "failed": 1, "skipped": 0}
+    assert sorted(path.name for path in output.iterdir()) == sorted(f"{stem}.seg.nrrd" for stem in
+                                                                    mixed_inputs["seeds"])
+    for stem, seed in mixed_inputs["seeds"].items():
+        labelmap = read_volume(output / f"{stem}.seg.nrrd")
+        assert np.allclose(labelmap.ijk_to_ras, mixed_inputs["grids"][stem], atol=1e-4), stem
+        scores = dice_per_label(labelmap.array, truth_on(labelmap, seed), LABELS)
+        assert min(scores.values()) >= MINIMUM_DICE, (stem, scores)
+
+
+def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the_run_there(server, long_volume,
+                                                                                            held_out):
+    with RemoteRunner(server.url) as remote:
+        model = remote.ready(torchscript_model(remote.server))
+        assert (model.name, model.labels, model.outputs_overlap) == ("Phantom organ and lesion (tiny UNet)", LABELS,
+                                                                      False)
+        job = remote.submit(model, long_volume)
+        deadline, fractions = time.monotonic() + 120, []
+        while len(fractions) < 2:  # the sliding window's fraction, as the server's worker reports it
+            fractions += [event.fraction for event in job.poll(block_seconds=0.1) if event.stage == "inference"
+                          and event.fraction]
+            assert not job.done and time.monotonic() < deadline, job.error
+        assert fractions == sorted(fractions) and 0 < fractions[-1] < 1 and job.stage == "inference"
+        job.cancel()
+        with pytest.raises(Cancelled, match=r"^cancelled by the user while inference$"):
+            job.wait()
+        run_id = job.request.run_id
+        deadline = time.monotonic() + 2
+        while remote.server.run_state(run_id)["running"]:
+            assert time.monotonic() < deadline, "the run goes on on the server"
+            time.sleep(0.05)
+        case, volume, truth = held_out[0]
+        result = remote.run(model, volume)
+    assert result.package is model and result.labels == LABELS
+    assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]

@@ -23,7 +23,7 @@ from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, overlapping
 from .runs.cases import find_cases
 from .runs.runner import threads_per_job
 from .serving.commands import models_command, serve_command
-from .serving.remote import RemoteServer
+from .serving.remote_runner import RemoteRunner
 
 
 def main(argv=None) -> int:
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--jobs", type=int, default=1, metavar="N",
                        help="workers running cases side by side (default: 1; one per GPU, or more for CPU-bound "
                             "pre-processing)")
+    batch.add_argument("--server", metavar="URL",
+                       help="run on a server that serve started, --jobs cases in flight: PACKAGE as for run --server")
     _add_run_options(batch)
 
     served = commands.add_parser("serve", help="serve packages on NVIDIA Triton (PyTriton): one model per package")
@@ -256,18 +258,21 @@ def _run(arguments) -> int:
 
 
 def _run_on_server(arguments) -> int:
-    server = RemoteServer(arguments.server)
-    # a path is opened as serve opened it (--mode, --model...), so that its content hash matches
-    model = server.find(_open_to_run(arguments) if os.path.exists(arguments.package) else arguments.package)
-    card = server.card(model)
-    check_output(arguments.output, [card["labels"][value] for value in sorted(card["labels"], key=int)]
-                 if card.get("overlapping") else None)
-    volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
-    result = server.run(model, volume, timeout=arguments.timeout)
-    for note in result.notes:
-        print(f"note: {note}", file=sys.stderr)
-    write_volume(arguments.output, result.labelmap, result.labels, result.colors)
-    return _report_run(arguments, result, card["name"], card["mode"], [])
+    with RemoteRunner(arguments.server) as runner:
+        model = runner.ready(_served_package(arguments))
+        check_output(arguments.output, overlapping_segments(model))
+        volume = stack_channels([read_volume(path) for path in arguments.inputs], arguments.inputs)
+        result = runner.run(model, volume, timeout=arguments.timeout)
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        write_volume(arguments.output, result.labelmap, result.labels, result.colors, ledger=runner.private_folder)
+    return _report_run(arguments, result, model.name, model.mode, [])
+
+
+def _served_package(arguments):
+    """A served model's name, or a package's path opened as serve opened it (--mode, --model...), so that its
+    content hash matches."""
+    return _open_to_run(arguments) if os.path.exists(arguments.package) else arguments.package
 
 
 def _report_run(arguments, result, package_name: str, mode: str, others: list) -> int:
@@ -294,13 +299,17 @@ def _batch(arguments) -> int:
     """Every case through warm workers; a failing case is reported and the others go on. Exit 1 if any failed."""
     if arguments.jobs < 1:
         raise MonaiDeployerError("--jobs must be 1 or more")
-    package = _open_to_run(arguments)
+    package = RemoteRunner(arguments.server).ready(_served_package(arguments)) if arguments.server else \
+        _open_to_run(arguments)
     cases = find_cases(arguments.inputs, outside=arguments.output_dir)
     outputs = CaseOutputs(arguments.output_dir, arguments.suffix)
     outputs.check(package, cases)
-    python, _made = _worker_python(arguments, package)
-    runners = [Runner(python=python, device=arguments.device, threads=threads_per_job(arguments.jobs))
-               for _ in range(arguments.jobs)]
+    if arguments.server:  # each job one case in flight to the server (or to the balancer in front of several)
+        runners = [RemoteRunner(arguments.server) for _ in range(arguments.jobs)]
+    else:
+        python, _made = _worker_python(arguments, package)
+        runners = [Runner(python=python, device=arguments.device, threads=threads_per_job(arguments.jobs))
+                   for _ in range(arguments.jobs)]
     report = BatchReport(len(cases), arguments.json)
     interrupted = False
     try:

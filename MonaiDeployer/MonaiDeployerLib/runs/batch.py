@@ -185,7 +185,7 @@ class Batch:
         try:
             volume = readable.read()
             check_volume(volume)
-            prepared.folder = RunFolder(runner.private_folder, self.package, volume, list(readable.dicom_files))
+            prepared.folder = runner.prepared(self.package, volume, list(readable.dicom_files))
         except Exception as error:  # a reader's failure is this case's
             prepared.error = _case_error(case, error)
         prepared.read_seconds = time.perf_counter() - started

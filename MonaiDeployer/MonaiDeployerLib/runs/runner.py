@@ -146,7 +146,7 @@ class Runner:
         """
         check_volume(volume)
         package = self.ready(package, trust)
-        return self.submit_folder(RunFolder(self.private_folder, package, volume, dicom_files or []), job)
+        return self.submit_folder(self.prepared(package, volume, dicom_files or []), job)
 
     def ready(self, package, trust: bool = False) -> PackageInfo:
         """The checks before runs of ``package`` (a path is opened): trusted, its requirements met, the worker started
@@ -162,6 +162,10 @@ class Runner:
         if runtime is not None:
             leftovers.note_runtime(self.private_folder, runtime)
         return package
+
+    def prepared(self, package: PackageInfo, volume: Volume, dicom_files: list) -> RunFolder:
+        """A case to hand over with ``submit_folder``: its run folder, written in this runner's private folder."""
+        return RunFolder(self.private_folder, package, volume, dicom_files)
 
     def submit_folder(self, folder: RunFolder, job: Job | None = None) -> Job:
         """Start the run of a folder prepared in ``private_folder`` for a package ``ready`` has checked (a batch

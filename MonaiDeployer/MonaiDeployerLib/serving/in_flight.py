@@ -56,7 +56,7 @@ class InFlight:
             with self._lock:
                 del self._runs[run_id]
 
-    def cancel(self, run_id: str) -> dict:
+    def cancel_run(self, run_id: str) -> dict:
         """Cancel the run now, or as it starts if it is still queued; its state as it was asked."""
         with self._lock:
             run = self._runs.get(run_id)
@@ -64,9 +64,9 @@ class InFlight:
                 self._early_cancels.append(run_id)
             else:
                 run.cancel.set()
-        return self.state(run_id)
+        return self.run_state(run_id)
 
-    def state(self, run_id: str) -> dict:
+    def run_state(self, run_id: str) -> dict:
         with self._lock:
             run = self._runs.get(run_id)
         if run is None:
@@ -77,7 +77,7 @@ class InFlight:
 
 def runs_callable(in_flight: InFlight):
     """The ``RUNS`` model's callable: ``action`` "cancel" or "state" of the run ``run_id``."""
-    actions = {"cancel": in_flight.cancel, "state": in_flight.state}
+    actions = {"cancel": in_flight.cancel_run, "state": in_flight.run_state}
 
     def answer(requests) -> list:
         answers = []

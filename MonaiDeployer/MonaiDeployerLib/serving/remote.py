@@ -10,6 +10,7 @@ import math
 import os
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +23,29 @@ from .served import served_hash
 
 CALL_SECONDS = 30  # a card, the models, a cancel
 QUEUE_SECONDS = 60  # beyond a run's own time-out: the wait in the server's queue, and the transfers
+
+
+@dataclass
+class ServedModel:
+    """A served model as its card describes it: what the outputs need of a package (its name, version, labels,
+    colours, and whether its segments overlap)."""
+
+    model: str
+    name: str
+    version: str
+    mode: str
+    labels: dict
+    colors: dict
+    outputs_overlap: bool
+    hash: str = ""
+    description: str = ""
+
+    @classmethod
+    def from_card(cls, model: str, card: dict) -> ServedModel:
+        return cls(model, card["name"], card.get("version", ""), card["mode"],
+                   {int(value): name for value, name in card["labels"].items()},
+                   {int(value): tuple(color) for value, color in card.get("colors", {}).items()},
+                   bool(card.get("overlapping")), card.get("hash", ""), card.get("description", ""))
 
 
 class RemoteServer:
@@ -49,6 +73,10 @@ class RemoteServer:
         document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
         v2.raise_error(document)
         return document
+
+    def describe(self, model: str) -> ServedModel:
+        card = self.card(model)
+        return self._answer(lambda: ServedModel.from_card(model, card))
 
     def find(self, package_or_model) -> str:
         """The served model named, or the one serving the same package as a ``PackageInfo`` (or the path of one,
@@ -92,7 +120,7 @@ class RemoteServer:
                                   parameters=parameters, wait=math.inf if timeout is None else timeout + QUEUE_SECONDS)
         except BaseException:
             with contextlib.suppress(MonaiDeployerError):  # a server that cannot be reached has no run to stop
-                self.cancel(run_id)
+                self.cancel_run(run_id)
             raise
         document = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
         v2.raise_error(document)
@@ -107,12 +135,12 @@ class RemoteServer:
             colors={int(value): tuple(color) for value, color in document.get("colors", {}).items()},
             timings=document.get("timings", {}), notes=list(document.get("notes", [])), name=model))
 
-    def cancel(self, run_id: str) -> dict:
+    def cancel_run(self, run_id: str) -> dict:
         """Stop the run ``run_id`` on the server now (its worker is killed and the standby takes its place), or as it
         starts if it is still queued; its state as the cancel found it."""
         return self._run_action("cancel", run_id)
 
-    def state(self, run_id: str) -> dict:
+    def run_state(self, run_id: str) -> dict:
         """Whether the run ``run_id`` is running, and its stage and fraction done."""
         return self._run_action("state", run_id)
 
