@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +61,42 @@ def start_serve(arguments: list, models: int, errors: Path, seconds: float = 300
         process.kill()
         raise RuntimeError(f"serve did not start: {''.join(printed)}{errors.read_text()}")
     return Served(f"http://127.0.0.1:{http}", process, printed[-models - 1:], (http, grpc, metrics), errors)
+
+
+def start_tritonserver(repository: Path, workspace: Path, log: Path, seconds: float = 300) -> Served:
+    """The ``tritonserver`` binary PyTriton's wheel carries, alone, serving ``repository`` as NVIDIA's Triton
+    container would: its Python backend with the stub for the server's Python, on free loopback ports. Ready when
+    ``/v2/health/ready`` answers 200."""
+    site_packages = next((REPO_ROOT / ".venv-triton" / "lib").glob("python3*/site-packages"))
+    wheel = site_packages / "pytriton" / "tritonserver"
+    server = workspace / "tritonserver"
+    shutil.copytree(wheel, server, ignore=shutil.ignore_patterns("python_backend_stubs"))
+    version = site_packages.parent.name.removeprefix("python")
+    shutil.copy(wheel / "python_backend_stubs" / version / "triton_python_backend_stub", server / "backends" / "python")
+    environment = {**os.environ, "PATH": f"{SERVER_PYTHON.parent}{os.pathsep}{os.environ['PATH']}",
+                   "LD_LIBRARY_PATH": os.pathsep.join([str(site_packages / "nvidia_pytriton.libs"),
+                                                       sysconfig.get_config_var("LIBDIR")])}
+    http, grpc, metrics = free_ports(3)
+    process = subprocess.Popen(
+        [str(server / "bin" / "tritonserver"), "--model-repository", str(repository), "--backend-directory",
+         str(server / "backends"), "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
+         "--metrics-address", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
+         str(metrics)], stdout=log.open("w"), stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{http}", time.monotonic() + seconds
+    while not _ready(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"tritonserver did not become ready: {log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    return Served(url, process, [], (http, grpc, metrics), log)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def stop_serve(served: Served) -> list:

@@ -22,7 +22,7 @@ from .runs.batch_report import BatchReport
 from .runs.case_outputs import OUTPUT_SUFFIXES, CaseOutputs, beside, overlapping_segments, voxel_counts
 from .runs.cases import find_cases
 from .runs.runner import threads_per_job
-from .serving.commands import models_command, serve_command
+from .serving.commands import export_command, models_command, serve_command
 from .serving.remote_runner import RemoteRunner
 
 
@@ -90,6 +90,19 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve bundles and Deploy apps even if not trusted before (their code runs here)")
     _add_common_options(served, json=False)
     served.set_defaults(command=serve_command)
+
+    exported = commands.add_parser("export-triton", help="write packages as a Triton model repository (NVIDIA's "
+                                                         "Triton container serves it unchanged)")
+    exported.add_argument("packages", nargs="+", metavar="PACKAGE",
+                          help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    exported.add_argument("repository", metavar="DIR", help="the model repository (made, or added to)")
+    exported.add_argument("--instances", type=int, default=1, metavar="N",
+                          help="instances per model (default: %(default)s; on GPUs, one per GPU)")
+    exported.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    exported.add_argument("--trust", action="store_true",
+                          help="export bundles and Deploy apps even if not trusted before (their code runs there)")
+    _add_common_options(exported, json=False)
+    exported.set_defaults(command=export_command)
 
     listing_models = commands.add_parser("models", help="the models a server serves, with their labels")
     listing_models.add_argument("--server", required=True, metavar="URL", help="http://host:port")

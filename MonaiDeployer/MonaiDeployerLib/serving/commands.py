@@ -12,6 +12,7 @@ from ..errors import MonaiDeployerError
 from ..packages import open_package
 from ..packages.trust import TrustList
 from ..runs.runner import threads_per_job
+from .export import export_repository
 from .in_flight import InFlight
 from .remote import RemoteServer
 from .served import ServedPackage
@@ -21,14 +22,8 @@ from .workers import Workers
 
 def serve_command(arguments) -> int:
     """Open and trust every package, start its workers, then serve until SIGINT or SIGTERM."""
-    if arguments.instances < 1:
-        raise MonaiDeployerError("--instances must be 1 or more")
     check_ports_free(arguments.host, (arguments.http_port, arguments.grpc_port, arguments.metrics_port))
-    packages = [open_package(path, arguments.mode, model=arguments.model, runtime=arguments.runtime,
-                             entry_point=arguments.entry_point) for path in arguments.packages]
-    trust_list = TrustList()
-    for package in packages:
-        trust_list.check(package, arguments.trust)
+    packages = _trusted_packages(arguments)
     # a model's instances run side by side and share the cores; different models' runs rarely meet
     workers = Workers(arguments.python, arguments.device, threads_per_job(arguments.instances))
     in_flight = InFlight()
@@ -51,6 +46,30 @@ def serve_command(arguments) -> int:
         for package in served:
             package.close()
     return 0
+
+
+def export_command(arguments) -> int:
+    """Write the trusted packages as a Triton model repository, and say how to serve it."""
+    names = export_repository(_trusted_packages(arguments), arguments.repository, arguments.instances,
+                              arguments.python, arguments.device,
+                              {"runtime": arguments.runtime, "entry_point": arguments.entry_point})
+    for name in names:
+        print(f"wrote {os.path.join(arguments.repository, name)}")
+    print(f"serve it with: tritonserver --model-repository {os.path.abspath(arguments.repository)} (the workers' "
+          f"Python: {arguments.python or 'python3 on the PATH'})")
+    return 0
+
+
+def _trusted_packages(arguments) -> list:
+    """The packages named, opened as the options say; bundles and Deploy apps trusted (their code runs here)."""
+    if arguments.instances < 1:
+        raise MonaiDeployerError("--instances must be 1 or more")
+    packages = [open_package(path, arguments.mode, model=arguments.model, runtime=arguments.runtime,
+                             entry_point=arguments.entry_point) for path in arguments.packages]
+    trust_list = TrustList()
+    for package in packages:
+        trust_list.check(package, arguments.trust)
+    return packages
 
 
 def _triton_log(http_port: int) -> str:

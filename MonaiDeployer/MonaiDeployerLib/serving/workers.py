@@ -11,8 +11,10 @@ from ..runs.runner import Runner
 
 
 class Workers:
-    def __init__(self, python: str | None = None, device: str = "auto", threads: int | None = None):
-        self._python, self._device, self._threads = python, device, threads
+    def __init__(self, python: str | None = None, device: str = "auto", threads: int | None = None,
+                 standby: bool = True):
+        """``standby``: False keeps no worker in standby, and a stopped worker's replacement starts when needed."""
+        self._python, self._device, self._threads, self._keeps_standby = python, device, threads, standby
         self._lock = threading.Lock()
         self._waiting = []  # standby runners made and not yet taken, closed with the server
         self._closed = False
@@ -21,13 +23,17 @@ class Workers:
 
     def warm_standby(self) -> None:
         """Begin warming the standby worker (at the server's start, beside the instances' own)."""
-        self._standby = self._warming.submit(self._warmed)
+        if self._keeps_standby:
+            self._standby = self._warming.submit(self._warmed)
 
     def new(self) -> Runner:
         return Runner(self._python, self._device, threads=self._threads)
 
     def replacement(self) -> Runner:
-        """The standby worker (waiting for it only if it is still warming); the next begins to warm."""
+        """The standby worker (waiting for it only if it is still warming); the next begins to warm. Without a
+        standby, a new runner, whose worker starts with its next run."""
+        if self._standby is None:
+            return self.new()
         with self._lock:
             taken, self._standby = self._standby, self._warming.submit(self._warmed)
         runner = taken.result()
