@@ -6,24 +6,30 @@ local warm run, the two taking turns so that the machine's drift reaches both al
 512x512x300 CT-like volume, as int16 (the CT's own type) and as float32, through a served threshold model (two
 scores from the intensity in one forward pass): the round trip less the server's own run, as its ``total``
 timing says; and the server's resident memory (its process tree) after the small runs, after the large ones and
-after small runs again: its shared memory grows to fit the largest request, then stays.
+after small runs again: its shared memory grows to fit the largest request, then stays; and a cohort through
+``batch --server --jobs 2`` against a server with one instance of the model and one with two, which share the
+cores.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from serve_process import SERVER_PYTHON, start_serve, stop_serve
+from serve_process import REPO_ROOT, SERVER_PYTHON, start_serve, stop_serve
 
-from MonaiDeployerLib import Runner, Volume, open_package
+from MonaiDeployerLib import Runner, Volume, open_package, write_volume
 from MonaiDeployerLib.serving.remote import RemoteServer
+from MonaiDeployerLib.testing import sampledata
 
 LARGE_SHAPE = (512, 512, 300)
 LARGE_RUNS = 2  # of each type; the faster one counts
+COHORT = 8  # cases of the cohort rows
 SMALL_AGAIN = 5
 
 
@@ -81,12 +87,37 @@ def measure(sample_model: str, volume: Volume, repeats: int, folder: Path) -> di
         for _ in range(SMALL_AGAIN):
             remote.run(sample_name, volume)
         memory["after small runs again"] = _resident(served)
+        cohort = {1: _cohort_seconds(sample_model, served.url, volume, folder / "one-instance")}
     finally:
-        left = stop_serve(served)
+        _stopped(served)
+    served = start_serve([sample_model, "--device", "cpu", "--instances", "2"], models=1, errors=folder / "serve.txt")
+    try:
+        cohort[2] = _cohort_seconds(sample_model, served.url, volume, folder / "two-instances")
+    finally:
+        _stopped(served)
+    return {"shape": volume.shape, "local": statistics.median(local_times), "remote": statistics.median(remote_times),
+            "trip": statistics.median(remote_trips), "large": large, "memory": memory, "repeats": repeats,
+            "cohort": cohort}
+
+
+def _cohort_seconds(sample_model: str, url: str, volume: Volume, folder: Path) -> float:
+    """``batch --server URL --jobs 2`` over ``COHORT`` cases of the benchmark's size, from its start to its end."""
+    inputs = folder / "inputs"
+    inputs.mkdir(parents=True)
+    for seed in range(COHORT):
+        image, _truth = sampledata.render_phantom(volume.shape, volume.ijk_to_ras, seed=100 + seed)
+        write_volume(inputs / f"case-{seed:02d}.nii.gz", Volume(image, volume.ijk_to_ras))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "MonaiDeployerLib", "batch", sample_model, str(inputs), "--output-dir",
+                    str(folder / "outputs"), "--server", url, "--jobs", "2", "--json"], check=True,
+                   capture_output=True, cwd=REPO_ROOT / "MonaiDeployer")
+    return time.perf_counter() - started
+
+
+def _stopped(served) -> None:
+    left = stop_serve(served)
     if left:
         raise RuntimeError(f"serve left processes: {left}")
-    return {"shape": volume.shape, "local": statistics.median(local_times), "remote": statistics.median(remote_times),
-            "trip": statistics.median(remote_trips), "large": large, "memory": memory, "repeats": repeats}
 
 
 def ramp(shape: tuple) -> np.ndarray:
@@ -117,6 +148,10 @@ def report(measured: dict) -> None:
               f"{transfer:9.3f}   (the threshold run on the server: {run:.3f} s)")
     print("server memory (proportional set size of its process tree): " + ", ".join(
         f"{when} {rss / 2**20:.0f} MiB" for when, rss in measured["memory"].items()))
+    one, two = measured["cohort"][1], measured["cohort"][2]
+    print(f"batch --server --jobs 2, {COHORT} cases of {size}: server with 1 instance {one:.3f} s "
+          f"({COHORT * 60 / one:.1f} cases/min), with 2 instances {two:.3f} s ({COHORT * 60 / two:.1f} cases/min, "
+          f"{one / two:.2f} x)")
     target = measured["local"] + 0.030
     print(f"target (serve): remote {size} round trip <= local warm run + 30 ms = {target:.3f} s; measured "
           f"{measured['remote']:.3f} s (+{overhead * 1000:.0f} ms): "
