@@ -3,6 +3,7 @@ loopback, its model run by a warm worker, and this project's v2 client, through 
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import re
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import psutil
@@ -358,3 +360,61 @@ def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the
         result = remote.run(model, volume)
     assert result.package is model and result.labels == LABELS
     assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+
+
+class TokenCheckingProxy(BaseHTTPRequestHandler):
+    """A stand-in for the TLS proxy that checks tokens in front of a server (an ingress, oauth2-proxy): a real
+    reverse proxy on loopback, without the TLS, that forwards only requests bearing ``TOKEN``."""
+
+    TOKEN = "s3cret"
+    upstream = None  # (host, port) of the server behind it
+    FORWARDED = ("Content-Type", "Inference-Header-Content-Length")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Authorization") != f"Bearer {self.TOKEN}":
+            return self._answer(401, {}, b'{"error": "unauthorized"}')
+        connection = http.client.HTTPConnection(*self.upstream, timeout=120)
+        try:
+            connection.request("POST", self.path, body, {name: self.headers[name] for name in self.FORWARDED
+                                                         if self.headers.get(name)})
+            response = connection.getresponse()
+            self._answer(response.status, {name: response.getheader(name) for name in self.FORWARDED
+                                           if response.getheader(name)}, response.read())
+        finally:
+            connection.close()
+
+    def _answer(self, status: int, headers: dict, body: bytes) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_arguments) -> None:
+        pass
+
+
+def test_a_client_sends_its_token_to_a_proxy_in_front_of_the_server_and_a_refusal_is_one_line(
+        server, held_out, monkeypatch, tmp_path):
+    handler = type("Proxy", (TokenCheckingProxy,), {"upstream": ("127.0.0.1", server.ports[0])})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    try:
+        monkeypatch.delenv("MONAIDEPLOYER_SERVER_TOKEN", raising=False)
+        with pytest.raises(WorkerError, match=rf"^the server at {url} refused the credentials \(HTTP 401\): set "
+                                              r"MONAIDEPLOYER_SERVER_TOKEN to a token its proxy accepts$"):
+            RemoteServer(url).models()
+        monkeypatch.setenv("MONAIDEPLOYER_SERVER_TOKEN", TokenCheckingProxy.TOKEN)
+        remote = RemoteServer(url)
+        case, volume, truth = held_out[0]
+        result = remote.run(torchscript_model(remote), volume)
+        assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+        source = write_volume(tmp_path / "case.nii.gz", volume)
+        by_cli = cli_in(sys.executable, "run", torchscript_model(remote), source, tmp_path / "out.nii.gz", "--server",
+                        url)  # the environment's token
+        assert by_cli.returncode == 0, by_cli.stderr
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -21,6 +21,7 @@ from ..runs.runner import Result
 from . import v2
 from .served import served_hash
 
+TOKEN_VARIABLE = "MONAIDEPLOYER_SERVER_TOKEN"
 CALL_SECONDS = 30  # a card, the models, a cancel
 QUEUE_SECONDS = 60  # beyond a run's own time-out: the wait in the server's queue, and the transfers
 
@@ -51,7 +52,9 @@ class ServedModel:
 class RemoteServer:
     """A server at ``url`` (``http://host:port``); ``timeout``: the seconds to wait for any answer but a run's."""
 
-    def __init__(self, url: str, timeout: float | None = CALL_SECONDS):
+    def __init__(self, url: str, timeout: float | None = CALL_SECONDS, token: str | None = None):
+        """``token``: sent as ``Authorization: Bearer`` to a proxy in front of the server (default: the environment's
+        ``MONAIDEPLOYER_SERVER_TOKEN``; Triton itself checks nobody)."""
         parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         try:
             parsed.port  # noqa: B018  (a port that is not a number, or over 65535, raises here)
@@ -62,6 +65,7 @@ class RemoteServer:
         self.url = f"{parsed.scheme}://{parsed.netloc}"
         self._parsed = parsed
         self._timeout = timeout
+        self._token = token or os.environ.get(TOKEN_VARIABLE) or None
 
     def models(self) -> list[dict]:
         """Each served model's name and card (the package's name, version, mode, labels, hash)."""
@@ -168,7 +172,8 @@ class RemoteServer:
         wait = self._timeout if wait is None else None if wait == math.inf else wait
         connection = connection_type(self._parsed.hostname, self._parsed.port, timeout=wait)
         try:
-            connection.request(method, path, body, headers or {})
+            authorised = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            connection.request(method, path, body, {**(headers or {}), **authorised})
             response = connection.getresponse()
             answer = response.read()
         except (OSError, http.client.HTTPException) as error:  # refused, unreachable, timed out, cut off
@@ -191,6 +196,9 @@ def _refusal(url: str, model: str | None, status: int, answer: bytes) -> MonaiDe
     message = v2.one_line(message)  # the server's traceback is not the client's
     if model is not None and ("unknown model" in message or "not found" in message):
         return PackageError(f"the server at {url} serves no model {model} (see: models --server {url})")
+    if status in (401, 403):
+        return WorkerError(f"the server at {url} refused the credentials (HTTP {status}): set {TOKEN_VARIABLE} to "
+                           "a token its proxy accepts")
     if status == 400:
         return InputError(f"the server refused the input: {message}")
     if status == 503 or "not ready" in message:
