@@ -41,6 +41,7 @@ from MonaiDeployerLib.choices import (
     LAUNCHES,
     MODE_CHOICES,
     OUTPUT_KINDS,
+    RUN_ON,
 )
 
 MAX_RUN_TIMEOUT_S = 86400  # the .ui's spin box maximum: a day
@@ -89,6 +90,9 @@ class MonaiDeployerParameterNode:
     inputVolume - The volume the model runs on (a vector volume holds several channels).
     packagePath - The model package: a file, a folder or a container image reference.
     mode - The deployment mode; "auto" detects it from the package.
+    runOn - "this computer" (a worker process here) or "a server" (serverUrl runs the model; packagePath is then a
+        model it serves, or the path of the same package).
+    serverUrl - The server's address, for example http://gpu-server:8000.
     device - "auto", "cpu" or "cuda".
     workerPython - The worker's Python interpreter; empty means Slicer's own.
     outputKind - The kind of node created when outputNode is None.
@@ -109,6 +113,8 @@ class MonaiDeployerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode | vtkMRMLVectorVolumeNode | None  # None: the wrapper's default
     packagePath: str = ""
     mode: Annotated[str, Choice(list(MODE_CHOICES))] = "auto"
+    runOn: Annotated[str, Choice(list(RUN_ON))] = RUN_ON[0]
+    serverUrl: str = ""
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     workerPython: str = ""
     outputKind: Annotated[str, Choice(list(OUTPUT_KINDS))] = "labelmap"
@@ -184,6 +190,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.madeEnvironmentsButton.connect("clicked(bool)", self.onMadeEnvironmentsButton)
         self.ui.batchApplyButton.connect("clicked(bool)", self.onBatchApplyButton)
+        self.ui.servedModelComboBox.connect("activated(int)", self.onServedModelChosen)
         self.ui.batchResultsTable.connect("cellClicked(int,int)", self.onBatchResultClicked)
         self.ui.batchVolumesListWidget.connect("itemChanged(QListWidgetItem*)", lambda _item: self._updateButtons())
         self.ui.batchCollapsibleButton.connect("contentsCollapsed(bool)",
@@ -285,7 +292,14 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         p = self._parameterNode
         return Choice(p.packagePath.strip(), p.mode, p.device, p.workerPython.strip(), p.appModelPath.strip(),
-                      p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment)
+                      p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment, self._serverUrl())
+
+    def _serverUrl(self) -> str:
+        """The server that runs the model, or "" for this computer."""
+        return self._parameterNode.serverUrl.strip() if self._onServer() else ""
+
+    def _onServer(self) -> bool:
+        return bool(self._parameterNode) and self._parameterNode.runOn == RUN_ON[1]
 
     def isRunning(self) -> bool:
         return self._job is not None or self._batch is not None
@@ -309,10 +323,17 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.batchOutputFolderButton, self.ui.batchSuffixComboBox):
             widget.enabled = not busy
         self.ui.outputKindComboBox.enabled = bool(p) and p.outputNode is None
+        for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.servedModelLabel,
+                       self.ui.servedModelComboBox):
+            widget.visible = self._onServer()
         self.ui.cancelButton.enabled = self.isRunning()
         if busy:
             self.ui.applyButton.enabled = self.ui.batchApplyButton.enabled = False
             self.ui.applyButton.toolTip = _("A model is running; wait for it or cancel it.")
+            return
+        if self._onServer() and not self._serverUrl():
+            self.ui.applyButton.enabled = self.ui.batchApplyButton.enabled = False
+            self.ui.applyButton.toolTip = _("Enter the server's address.")
             return
         if p and p.inputVolume and p.packagePath.strip():
             self.ui.applyButton.enabled = True
@@ -357,14 +378,23 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         choice = self._choice()
         if choice == self._describedChoice or self._background.describing(choice):
             return
-        if not choice.package_path:
-            self._describedChoice = choice
-            self.ui.packageInfoBrowser.clear()
-            return
+        from MonaiDeployerLib import MonaiDeployerError
         from MonaiDeployerLib.panel.infocard import message_html
 
-        runner = self.logic.runner(choice.worker_python, choice.device)
-        self.ui.packageInfoBrowser.setHtml(message_html(_("Reading the package..."), choice.package_path))
+        if not choice.server_url and (self._onServer() or not choice.package_path):
+            self._describedChoice = choice
+            self.ui.packageInfoBrowser.setHtml(message_html(_("Enter the server's address."), "")) \
+                if self._onServer() else self.ui.packageInfoBrowser.clear()
+            return
+        try:
+            runner = self._runnerFor(choice)
+        except MonaiDeployerError as error:  # a server address that is not one
+            self._describedChoice = choice
+            self.ui.packageInfoBrowser.setHtml(message_html(_("The server cannot be used."), str(error)))
+            return
+        self.ui.packageInfoBrowser.setHtml(message_html(_("Asking the server...") if choice.server_url else
+                                                        _("Reading the package..."),
+                                                        choice.server_url or choice.package_path))
         self._background.describe(choice, runner, self._ensurePreflight().is_trusted)
         self._timer.start()
 
@@ -376,9 +406,31 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._describedChoice = choice
         self.ui.packageInfoBrowser.setHtml(card.html(_))
+        if card.served_models is not None:
+            self._listServedModels(card.served_models, card.served)
         if card.package is not None:
             self._rememberPackage(choice.package_path)
             self._preferSegmentationForOverlaps(card.package)
+
+    def _listServedModels(self, models: list, chosen) -> None:
+        """The server's models in the combo box, the chosen one (if any) current."""
+        combo = self.ui.servedModelComboBox
+        combo.clear()
+        for model in models:
+            combo.addItem(f"{model['name']} {model.get('version', '')} ({model['mode']})", model["model"])
+        combo.setCurrentIndex(next((index for index, model in enumerate(models)
+                                    if chosen is not None and model["model"] == chosen.model), -1))
+
+    def onServedModelChosen(self, index: int) -> None:
+        """A served model chosen in the list is the package the server runs."""
+        if index >= 0 and self._parameterNode:
+            self._parameterNode.packagePath = self.ui.servedModelComboBox.itemData(index)
+
+    def _runnerFor(self, choice):
+        """The runner of a choice: the worker here, or the server's."""
+        if choice.server_url:
+            return self.logic.remoteRunner(choice.server_url)
+        return self.logic.runner(choice.worker_python, choice.device)
 
     def _preferSegmentationForOverlaps(self, package) -> None:
         """A labelmap holds one label per voxel: for a model whose segments overlap, make a segmentation instead."""
@@ -390,8 +442,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startWarmup(self) -> None:
         """Start the worker and import torch and MONAI in it now, so the first Apply pays for the model only."""
-        if self.isRunning() or not self._parameterNode:
-            return
+        if self.isRunning() or not self._parameterNode or self._onServer():
+            return  # a server's workers are warm already
         self._background.start_warmup(self.logic.runner(self._parameterNode.workerPython,
                                                         self._parameterNode.device))
         self._timer.start()
@@ -410,7 +462,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jobCreatesNode = p.outputNode is None
             self._jobDeadline = time.monotonic() + p.runTimeout if p.runTimeout > 0 else None
             self._job = self.logic.start(p.inputVolume, ready.package, p.outputNode, p.outputKind, p.device,
-                                         ready.python)
+                                         ready.python, server=self._serverUrl())
 
         self._startWith(start)
 
@@ -427,7 +479,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         def start(ready):
             self._batch = self.logic.startBatch(nodes, ready.package, folder, p.batchOutputFolder.strip(),
                                                 p.batchSuffix, p.outputKind, p.device, ready.python,
-                                                timeout=p.runTimeout or None)
+                                                timeout=p.runTimeout or None, server=self._serverUrl())
 
         self._startWith(start)
 
@@ -446,7 +498,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not start the model.")):
                 try:
-                    ready = self._ensurePreflight().prepare(self._choice(), PanelQuestions())
+                    ready = self._ready(self._choice())
                     self._background.drop_warmup()  # the run's polling takes the worker's messages from here on
                     self._preferSegmentationForOverlaps(ready.package)  # the card may not have been shown yet
                     start(ready)
@@ -464,6 +516,16 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if started:
             self._setStatus(_("Started."), log=False)
             self._timer.start()
+
+    def _ready(self, choice):
+        """What to start: on a server, its model (trust, environment and installs are the server's); here, what
+        Preflight decided after asking what must be asked."""
+        from MonaiDeployerLib.panel.preflight import Ready
+
+        if choice.server_url:
+            with slicer.util.WaitCursor():
+                return Ready(self.logic.remoteRunner(choice.server_url).ready(choice.package_path), "")
+        return self._ensurePreflight().prepare(choice, PanelQuestions())
 
     def _ensurePreflight(self):
         if self._preflight is None:
@@ -791,6 +853,7 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._runner = None
         self._runnerPython = None
+        self._remoteRunner = None
 
     def getParameterNode(self):
         return MonaiDeployerParameterNode(super().getParameterNode())
@@ -813,10 +876,21 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         self._runner.device = device
         return self._runner
 
+    def remoteRunner(self, url: str):
+        """The runner of the server at ``url`` (a new one when it changes)."""
+        from MonaiDeployerLib.serving.remote_runner import RemoteRunner
+
+        if self._remoteRunner is None or self._remoteRunner.server.url != RemoteRunner(url).server.url:
+            if self._remoteRunner is not None:
+                self._remoteRunner.close()
+            self._remoteRunner = RemoteRunner(url)
+        return self._remoteRunner
+
     def closeRunner(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-        self._runner = None
+        for runner in (self._runner, self._remoteRunner):
+            if runner is not None:
+                runner.close()
+        self._runner = self._remoteRunner = None
         self._runnerPython = None
 
     def installIntoSlicerPython(self, requirements: list) -> None:
@@ -845,18 +919,19 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
             slicer.util.pip_install([*others, "--constraint", constraints])
 
     def start(self, inputVolume, package, outputNode=None, outputKind="labelmap", device="auto", python=None,
-              trust=False):
+              trust=False, server=""):
         """Start a run and return its NodeSegmentation at once: poll it, or wait for it.
 
-        A bundle or Deploy app runs code: unless the user trusted it before, pass trust=True.
+        A bundle or Deploy app runs code: unless the user trusted it before, pass trust=True. ``server``: the URL of
+        a server that runs it (``package``: a model it serves, or the path of the same package).
         """
         from MonaiDeployerLib.scene.noderun import NodeSegmentation
 
-        return NodeSegmentation(self.runner(python, device), package, inputVolume, output_node=outputNode,
+        return NodeSegmentation(self._runnerOn(server, python, device), package, inputVolume, output_node=outputNode,
                                 output_kind=outputKind, trust=trust, dicom_files=self.dicomFilesOf(inputVolume))
 
     def startBatch(self, inputVolumes, package, folder="", outputFolder="", suffix=".seg.nrrd", outputKind="labelmap",
-                   device="auto", python=None, trust=False, timeout=None):
+                   device="auto", python=None, trust=False, timeout=None, server=""):
         """Start a batch over volume nodes (results: nodes beside them) and a folder's files (results: files in
         ``outputFolder``) and return its NodeBatch at once: poll it until ``done``."""
         from MonaiDeployerLib import OutputError
@@ -866,8 +941,11 @@ class MonaiDeployerLogic(ScriptedLoadableModuleLogic):
         if folder and not outputFolder:
             raise OutputError(_("choose an output folder for the results of the input folder's files"))
         outputs = CaseOutputs(outputFolder, suffix) if folder else None
-        return NodeBatch(self.runner(python, device), package, inputVolumes, folder, outputs, outputKind, trust,
-                         timeout, self.dicomFilesOf)
+        return NodeBatch(self._runnerOn(server, python, device), package, inputVolumes, folder, outputs, outputKind,
+                         trust, timeout, self.dicomFilesOf)
+
+    def _runnerOn(self, server: str, python, device: str):
+        return self.remoteRunner(server) if server else self.runner(python, device)
 
     @staticmethod
     def loadBatchResult(row, outputKind="labelmap") -> None:

@@ -12,7 +12,8 @@ OUTPUT_KINDS = ("labelmap", "segmentation")
 MODE_CHOICES = ("auto", *MODES)  # auto: the package's files decide
 APP_INPUT_FORMAT_CHOICES = ("auto", *INPUT_FORMATS)  # auto: what the app's app.yaml, manifest or code says
 CONTAINER_RUNTIME_CHOICES = ("auto", *RUNTIMES)  # auto: the first that answers
+RUN_ON = ("this computer", "a server")  # the panel's: a worker here, or a server that serve started
 BATCH_OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nrrd", ".nii")  # the files imageio.volume writes (its SUFFIXES)
 
 __all__ = ["APP_INPUT_FORMAT_CHOICES", "BATCH_OUTPUT_SUFFIXES", "CONTAINER_RUNTIME_CHOICES", "DEVICES",
-           "INPUT_FORMATS", "LAUNCHES", "MODES", "MODE_CHOICES", "OUTPUT_KINDS", "RUNTIMES"]
+           "INPUT_FORMATS", "LAUNCHES", "MODES", "MODE_CHOICES", "OUTPUT_KINDS", "RUNTIMES", "RUN_ON"]

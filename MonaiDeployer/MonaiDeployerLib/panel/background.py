@@ -9,7 +9,7 @@ import concurrent.futures
 import logging
 from collections.abc import Callable
 
-from .infocard import Card, describe
+from .infocard import Card, describe, describe_served
 from .preflight import Choice
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,10 @@ class PanelBackground:
         return self._executor.submit(function, *args)
 
     def describe(self, choice: Choice, runner, is_trusted: Callable) -> None:
-        """Start making the card of ``choice`` (replacing one being made: its result is dropped)."""
-        self._card = (choice, self._submit(describe, choice, runner, is_trusted))
+        """Start making the card of ``choice`` (replacing one being made: its result is dropped). ``runner``: the
+        worker's, or on a server the ``RemoteRunner``, whose server is asked."""
+        self._card = (choice, self._submit(describe_served, choice, runner.server) if choice.server_url else
+                      self._submit(describe, choice, runner, is_trusted))
 
     def describing(self, choice: Choice | None = None) -> bool:
         """A card is being made (of ``choice``, when given)."""

@@ -32,8 +32,12 @@ class Card:
     map_facts: list | None = None
     not_a_map: str | None = None  # why an image is not a MAP
     map_error: str | None = None  # why an image cannot be run
+    served: object = None  # the served model chosen (serving.remote.ServedModel), on a server
+    served_models: list | None = None  # every model the server serves (its cards), on a server
 
     def html(self, tr: Callable[[str], str] = str) -> str:
+        if self.choice.server_url:
+            return self._served_html(tr)
         if self.package is None:
             return message_html(tr("This is not a usable model package."), self.error or "")
         if self.not_a_map is not None:
@@ -44,6 +48,27 @@ class Card:
         if self.map_facts is not None:
             return facts_html(self.map_title, self.map_facts)
         return package_html(self.package, self.environment, self.problems, self.worker_error, self.trusted, tr)
+
+    def _served_html(self, tr) -> str:
+        if self.served_models is None:
+            return message_html(tr("The server cannot be used."), self.error or "")
+        if self.served is None:
+            detail = self.error or tr("Choose one of its {count} models.").format(count=len(self.served_models))
+            return message_html(tr("Served by {server}").format(server=self.choice.server_url), detail)
+        return served_html(self.served, self.choice.server_url, tr)
+
+
+def describe_served(choice: Choice, server) -> Card:
+    """The card of the model ``choice`` names (a served model's name, or the path of the same package) on
+    ``server`` (a ``RemoteServer``), with every model it serves. Slow (it asks the server): off the GUI thread."""
+    card = Card(choice)
+    try:
+        card.served_models = server.models()
+        if choice.package_path:
+            card.served = server.describe(server.find(choice.package_path))
+    except MonaiDeployerError as error:
+        card.error = str(error)
+    return card
 
 
 def describe(choice: Choice, runner, is_trusted: Callable[[PackageInfo], bool]) -> Card:
@@ -122,6 +147,20 @@ def package_html(package: PackageInfo, environment: dict | None, problems: list,
     if problems:
         items = "".join(f"<li>{e(problem)}</li>" for problem in problems)
         parts.append(f"<ul style='color:red'>{items}</ul>")
+    return "".join(parts)
+
+
+def served_html(model, server: str, tr: Callable[[str], str] = str) -> str:
+    """The card of a served model (``serving.remote.ServedModel``): what its package says, and where it runs."""
+    e = html.escape
+    parts = [f"<h3>{e(model.name)} <small>{e(model.version)}</small></h3>"]
+    if model.description:
+        parts.append(f"<p>{e(model.description)}</p>")
+    parts.append("<p><b>{}</b> {}<br><b>{}</b> {}</p>".format(
+        e(tr("Mode:")), e(model.mode), e(tr("Runs on:")), e(tr("{server}, as the model {model}").format(
+            server=server, model=model.model))))
+    if model.labels:
+        parts.append(_labels_html(model, tr))
     return "".join(parts)
 
 

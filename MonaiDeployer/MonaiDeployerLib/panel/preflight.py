@@ -43,6 +43,7 @@ class Choice:
     app_input_format: str = "auto"
     container_runtime: str = "auto"
     made_environment: bool = False
+    server_url: str = ""  # a server that runs the model (empty: this computer); package_path is then a served model
 
     def open(self, entry_point: bool = False) -> PackageInfo:
         """The package, with its Deploy app and MAP options; raises MonaiDeployerError when it is not usable."""
