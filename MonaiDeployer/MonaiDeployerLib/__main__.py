@@ -75,34 +75,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="run on a server that serve started, --jobs cases in flight: PACKAGE as for run --server")
     _add_run_options(batch)
 
-    served = commands.add_parser("serve", help="serve packages on NVIDIA Triton (PyTriton): one model per package")
-    served.add_argument("packages", nargs="+", metavar="PACKAGE",
-                        help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    served = _served_packages_command(commands, "serve", "serve packages on NVIDIA Triton (PyTriton): one model per "
+                                      "package", serve_command, "warm workers per model, each running one request "
+                                      "at a time", "here")
     served.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s, this machine alone; 0.0.0.0: every one)")
     served.add_argument("--http-port", type=int, default=8000, help="default: %(default)s")
     served.add_argument("--grpc-port", type=int, default=8001, help="default: %(default)s")
     served.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (default: %(default)s)")
-    served.add_argument("--instances", type=int, default=1, metavar="N",
-                        help="warm workers per model, each running one request at a time (default: 1)")
-    served.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
-    served.add_argument("--trust", action="store_true",
-                        help="serve bundles and Deploy apps even if not trusted before (their code runs here)")
-    _add_common_options(served, json=False)
-    served.set_defaults(command=serve_command)
 
-    exported = commands.add_parser("export-triton", help="write packages as a Triton model repository (NVIDIA's "
-                                                         "Triton container serves it unchanged)")
-    exported.add_argument("packages", nargs="+", metavar="PACKAGE",
-                          help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    exported = _served_packages_command(commands, "export-triton", "write packages as a Triton model repository "
+                                        "(NVIDIA's Triton container serves it unchanged)", export_command,
+                                        "instances per model; on GPUs, one per GPU", "there")
     exported.add_argument("repository", metavar="DIR", help="the model repository (made, or added to)")
-    exported.add_argument("--instances", type=int, default=1, metavar="N",
-                          help="instances per model (default: %(default)s; on GPUs, one per GPU)")
-    exported.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
-    exported.add_argument("--trust", action="store_true",
-                          help="export bundles and Deploy apps even if not trusted before (their code runs there)")
-    _add_common_options(exported, json=False)
-    exported.set_defaults(command=export_command)
 
     listing_models = commands.add_parser("models", help="the models a server serves, with their labels")
     listing_models.add_argument("--server", required=True, metavar="URL", help="http://host:port")
@@ -129,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
     package.add_argument("--model", help="the model the app gets with -m (default: the one in the app's folder)")
     package.add_argument("--python", default="python3", help="the app's Python in the base image (default: python3)")
     package.set_defaults(command=_package)
+    return parser
+
+
+def _served_packages_command(commands, name: str, summary: str, handler, instances_help: str, where: str):
+    """A subcommand that serves packages, or writes them to be served: their models' instances and device."""
+    parser = commands.add_parser(name, help=summary)
+    parser.add_argument("packages", nargs="+", metavar="PACKAGE",
+                        help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    parser.add_argument("--instances", type=int, default=1, metavar="N", help=f"{instances_help} (default: 1)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
+    parser.add_argument("--trust", action="store_true",
+                        help=f"take bundles and Deploy apps even if not trusted before (their code runs {where})")
+    _add_common_options(parser, json=False)
+    parser.set_defaults(command=handler)
     return parser
 
 
