@@ -56,13 +56,37 @@ def cli_in(python, *arguments) -> subprocess.CompletedProcess:
                           text=True, cwd=REPO_ROOT / "MonaiDeployer", timeout=300)
 
 
+PARCEL = 300  # a label value a UINT8 labelmap cannot hold, as a parcellation's (FreeSurfer's go to 2035)
+
+
 @pytest.fixture(scope="module")
-def server(sample_model, tmp_path_factory):
-    """``serve`` of the sample TorchScript model, bundle and Deploy app (which gets the model with --model), their
-    workers in this Python (torch, MONAI, the Deploy SDK), until the module's tests are done; then SIGTERM, which
-    must leave no process of it (Triton, its backend stubs, the workers)."""
-    served = start_serve([sample_model, SAMPLE_BUNDLE, DEPLOY_APP, "--model", sample_model, "--trust", "--device",
-                          "cpu"], models=3, errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
+def parcellation_model(tmp_path_factory) -> str:
+    """A TorchScript model whose one label is PARCEL: 301 scores, the last winning where the intensity passes 0.5."""
+    import torch
+
+    class Parcellation(torch.nn.Module):
+        def __init__(self, losing: int):
+            super().__init__()
+            self.losing = losing  # the scores between background and PARCEL, which never win
+
+        def forward(self, x):
+            others = torch.full_like(x, -1.0).expand(-1, self.losing, -1, -1, -1)
+            return torch.cat([0.5 - x, others, x - 0.5], dim=1)
+
+    path = tmp_path_factory.mktemp("parcellation") / "parcellation.ts"
+    torch.jit.script(Parcellation(PARCEL - 1).eval()).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"name": "Parcellation", "labels": {str(PARCEL): "parcel"}}))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def server(sample_model, parcellation_model, tmp_path_factory):
+    """``serve`` of the sample TorchScript model, bundle and Deploy app (which gets the model with --model), and a
+    model with a label above 255, their workers in this Python (torch, MONAI, the Deploy SDK), until the module's
+    tests are done; then SIGTERM, which must leave no process of it (Triton, its backend stubs, the workers)."""
+    served = start_serve([sample_model, SAMPLE_BUNDLE, DEPLOY_APP, parcellation_model, "--model", sample_model,
+                          "--trust", "--device", "cpu"], models=4,
+                         errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
     try:
         yield served
     finally:
@@ -70,12 +94,13 @@ def server(sample_model, tmp_path_factory):
     assert not left, left
 
 
-def test_served_models_are_named_by_their_package_and_content(server, sample_model):
+def test_served_models_are_named_by_their_package_and_content(server, sample_model, parcellation_model):
     packages = [open_package(sample_model), open_package(SAMPLE_BUNDLE),
-                open_package(DEPLOY_APP, model=sample_model)]
+                open_package(DEPLOY_APP, model=sample_model), open_package(parcellation_model)]
     names = [f"{prefix}-{served_hash(package)[:12]}" for prefix, package in zip(
-        ("Phantom-organ-and-lesion", "Phantom-organ-and-lesion", "Phantom-organ-and-lesion"), packages, strict=True)]
-    assert len(set(names)) == 3
+        ("Phantom-organ-and-lesion", "Phantom-organ-and-lesion", "Phantom-organ-and-lesion", "Parcellation"),
+        packages, strict=True)]
+    assert len(set(names)) == 4
     assert [line.split()[0] for line in server.listing[1:]] == names
     assert server.listing[1].split()[1:] == ["Phantom", "organ", "and", "lesion", "(tiny", "UNet)", "1.0.0",
                                              "(torchscript,", "1", "instance)"]
@@ -83,8 +108,17 @@ def test_served_models_are_named_by_their_package_and_content(server, sample_mod
     assert listed.returncode == 0, listed.stderr
     models = json.loads(listed.stdout)
     assert [model["model"] for model in models] == names
-    assert [model["mode"] for model in models] == ["torchscript", "bundle", "deploy"]
-    assert all(model["labels"] == {"1": "organ", "2": "lesion"} for model in models)
+    assert [model["mode"] for model in models] == ["torchscript", "bundle", "deploy", "torchscript"]
+    assert all(model["labels"] == {"1": "organ", "2": "lesion"} for model in models[:3])
+
+
+def test_label_values_above_255_come_back_whole(server):
+    remote = RemoteServer(server.url)
+    model = next(entry["model"] for entry in remote.models() if entry["name"] == "Parcellation")
+    intensity = np.random.default_rng(2).random((24, 20, 16), dtype=np.float32)
+    result = remote.run(model, Volume(intensity, np.diag([0.8, 0.9, 1.5, 1.0])))
+    assert result.labels == {PARCEL: "parcel"} and result.labelmap.array.dtype == np.uint16
+    assert np.array_equal(result.labelmap.array, np.where(intensity > 0.5, PARCEL, 0))
 
 
 def test_held_out_phantoms_through_run_server_reach_the_dice_target(server, sample_model, held_out, tmp_path):

@@ -80,7 +80,8 @@ def _write_package_model(model_folder: str, name: str, package, instances: int, 
         parameters["model"] = _copy(model, version)
     inputs = [_tensor(v2.volume_input(datatype), datatype, "[ -1, -1, -1, -1 ]") for datatype in v2.VOLUME_TYPES]
     inputs += [_tensor(v2.IJK_TO_RAS, "FP64", "[ 4, 4 ]"), _tensor(v2.DESCRIBE, "BYTES", "[ 1 ]")]
-    outputs = [_tensor(v2.LABELMAP, "UINT8", "[ -1, -1, -1, -1 ]", optional=False),
+    labelmap_type = v2.labelmap_datatype(package.labels, package.outputs_overlap)
+    outputs = [_tensor(v2.LABELMAP, labelmap_type, "[ -1, -1, -1, -1 ]", optional=False),
                _tensor(v2.RESULT, "BYTES", "[ 1 ]", optional=False)]
     kind = "KIND_GPU" if device == "cuda" else "KIND_CPU"
     _write_text(os.path.join(model_folder, "config.pbtxt"), "\n".join([

@@ -18,7 +18,6 @@ from .in_flight import InFlight
 from .workers import Workers
 
 logger = logging.getLogger(__name__)
-NO_LABELMAP = np.zeros((1, 1, 1, 1), np.uint8)  # an answer without a run (Triton needs every output)
 
 
 def served_name(package) -> str:
@@ -59,6 +58,7 @@ class ServedPackage:
         self.package = package
         self.name = served_name(package)
         self.card = package_card(package)  # once: the package's files are not read again per request
+        self.labelmap_datatype = v2.labelmap_datatype(package.labels, package.outputs_overlap)
         self.in_flight = in_flight
         self.instances = [_Instance(self, workers) for _ in range(instances)]
 
@@ -76,19 +76,35 @@ class ServedPackage:
         client as PyTriton's whole traceback, with this server's paths."""
         try:
             if v2.DESCRIBE in request:
-                return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(self.card)}
+                return {v2.LABELMAP: self._no_labelmap(), v2.RESULT: v2.json_tensor(self.card)}
             parameters = request.parameters or {}
             timeout = parameters.get(v2.RUN_TIMEOUT)
             with self.in_flight.running(parameters.get(v2.RUN_ID)) as run:
                 job = instance.ready_runner().submit(self.package, volume_of(request), trust=True)
                 result = job.wait(timeout=float(timeout) if timeout else None, progress=run.follow, cancel=run.cancel)
-            return {v2.LABELMAP: _labelmap_sent(result), v2.RESULT: v2.json_tensor({
+            return {v2.LABELMAP: self._labelmap_sent(result), v2.RESULT: v2.json_tensor({
                 "labels": {str(value): name for value, name in result.labels.items()},
                 "colors": {str(value): list(color) for value, color in result.colors.items()},
                 "overlapping": result.overlapping, "notes": result.notes, "timings": result.timings})}
         except Exception as error:  # every failure is the client's answer
             logger.info("A request to %s failed: %s", self.name, error)
-            return {v2.LABELMAP: NO_LABELMAP, v2.RESULT: v2.json_tensor(v2.error_document(error))}
+            return {v2.LABELMAP: self._no_labelmap(), v2.RESULT: v2.json_tensor(v2.error_document(error))}
+
+    def _no_labelmap(self) -> np.ndarray:
+        """The labelmap of an answer without a run: Triton needs every output, in its declared type."""
+        return np.zeros((1, 1, 1, 1), v2.DATATYPES[self.labelmap_datatype])
+
+    def _labelmap_sent(self, result) -> np.ndarray:
+        """The labelmap in the type Triton checks it against, C-contiguous as PyTriton copies it (a Deploy app's may
+        be a transposed view); a value that type cannot hold is refused."""
+        labelmap, dtype = result.labelmap.array, np.dtype(v2.DATATYPES[self.labelmap_datatype])
+        if labelmap.dtype != dtype:
+            if labelmap.size and (labelmap.min() < 0 or labelmap.max() > np.iinfo(dtype).max):
+                raise WorkerError(f"the result has label values up to {labelmap.max()}, which the model's "
+                                  f"{self.labelmap_datatype} labelmap cannot hold (its labels go to "
+                                  f"{max(self.package.labels, default=0)})")
+            labelmap = labelmap.astype(dtype)
+        return np.ascontiguousarray(v2.channels_last(labelmap))
 
     def close(self) -> None:
         for instance in self.instances:
@@ -120,18 +136,6 @@ class _Instance:
 
     def __call__(self, requests) -> list:
         return [self._served.answer(self, request) for request in requests]
-
-
-def _labelmap_sent(result) -> np.ndarray:
-    """The labelmap as the UINT8 output Triton checks it against, C-contiguous as PyTriton copies it (a Deploy
-    app's may be a transposed view); label values above 255 cannot go yet."""
-    labelmap = result.labelmap.array
-    if labelmap.dtype != np.uint8:
-        if labelmap.size and (labelmap.min() < 0 or labelmap.max() > 255):
-            raise WorkerError(f"the result has label values up to {labelmap.max()}: a served model answers labels "
-                              "0 to 255 only")
-        labelmap = labelmap.astype(np.uint8)
-    return np.ascontiguousarray(v2.channels_last(labelmap))
 
 
 def volume_of(request) -> Volume:

@@ -56,14 +56,15 @@ def serve(served: list[ServedPackage], in_flight: InFlight, host: str = LOOPBACK
     inputs += [Tensor(name=v2.IJK_TO_RAS, shape=(4, 4), dtype=np.float64, optional=True),
                Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes, optional=True)]
     result = Tensor(name=v2.RESULT, shape=(1,), dtype=bytes)
-    outputs = [Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1), dtype=np.uint8), result]
     triton = Triton(config=config)
     try:
         try:
             with _this_pythons_library():  # for Triton's processes alone, not for workers started later
                 triton.run()
             for package in served:
-                triton.bind(package.name, package.instances, inputs, outputs,
+                labelmap = Tensor(name=v2.LABELMAP, shape=(-1, -1, -1, -1),
+                                  dtype=v2.DATATYPES[package.labelmap_datatype])
+                triton.bind(package.name, package.instances, inputs, [labelmap, result],
                             config=ModelConfig(batching=False), strict=True)
             triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
                         [result], config=ModelConfig(batching=False))

@@ -2,12 +2,12 @@
 
 Request: the volume in its own dtype as ``volume_<type>`` [I, J, K, C] (exactly one of them; C = 1 for one image)
 and ``ijk_to_ras`` FP64 [4, 4]; or ``describe`` alone, which asks for the package's card. Response: ``labelmap``
-UINT8 [I, J, K, M] on the volume's grid (M = 1: a label value per voxel; M > 1: one 0/1 mask per label, mask m for
-label m + 1) and ``result``, one BYTES element of JSON: the labels with names and colours, notes and timings, or the
-error that stopped the run, as one line. The ``CATALOGUE`` model answers ``describe`` with every served model's card.
-A request's parameters may name its run (``run_id``) and the seconds it may take (``run_timeout_s``): the ``RUNS``
-model then answers ``action`` "state" or "cancel" of that run. Any v2 client can send these; this module needs numpy
-alone.
+[I, J, K, M] on the volume's grid, UINT8 (UINT16 or INT32 for a model whose label values pass 255; M = 1: a label
+value per voxel; M > 1: one 0/1 mask per label, mask m for label m + 1) and ``result``, one BYTES element of JSON:
+the labels with names and colours, notes and timings, or the error that stopped the run, as one line. The
+``CATALOGUE`` model answers ``describe`` with every served model's card. A request's parameters may name its run
+(``run_id``) and the seconds it may take (``run_timeout_s``): the ``RUNS`` model then answers ``action`` "state" or
+"cancel" of that run. Any v2 client can send these; this module needs numpy alone.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def as_sent(array: np.ndarray) -> np.ndarray:
             array.max() <= np.iinfo(np.int32).max:
         return array.astype(np.int32)
     return array.astype(np.float32)
+
+
+def labelmap_datatype(labels: dict, overlapping: bool) -> str:
+    """The ``labelmap`` output's type for a model's labels: UINT8 for masks and values to 255, UINT16 to 65535 (a
+    parcellation's, e.g. FreeSurfer's), INT32 beyond."""
+    largest = 1 if overlapping else max(labels, default=0)
+    return "UINT8" if largest <= 255 else "UINT16" if largest <= 65535 else "INT32"
 
 
 def channels_last(array: np.ndarray) -> np.ndarray:
