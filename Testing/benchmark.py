@@ -240,8 +240,8 @@ def main() -> int:
             cold_cli_map = cold_cli(image, source, folder / "out-map.nii.gz", "--mode", "map", "--runtime", "podman",
                                     "--cold")
         panel = panel_applies(volume, arguments.repeats, folder / "slicer-settings")
-        serving = None if arguments.skip_serve else benchmark_serve.measure(SAMPLE_MODEL, volume, arguments.repeats,
-                                                                            folder)
+        serving = None if arguments.skip_serve else benchmark_serve.measure(SAMPLE_MODEL, str(whole_model), volume,
+                                                                            arguments.repeats, folder)
         batch = None if arguments.skip_batch else benchmark_batch.measure(SAMPLE_MODEL, arguments.size, folder)
         real_size = None if arguments.skip_real_size else benchmark_real_size.measure(
             SAMPLE_MODEL, str(SAMPLE_BUNDLE), folder)

@@ -202,7 +202,8 @@ def test_v2_tensors_round_trip_in_binary():
     tensors = {"volume_int16": np.arange(24, dtype=np.int16).reshape(2, 3, 4, 1),
                "ijk_to_ras": np.diag([0.7, -1.1, 3.0, 1.0]),
                "describe": np.array([b"card", "\u00e9".encode()], dtype=np.object_)}
-    body, header_length = v2.encode(tensors)
+    parts, header_length = v2.encode(tensors)
+    body = b"".join(parts)
     header = json.loads(body[:header_length])
     assert [entry["datatype"] for entry in header["inputs"]] == ["INT16", "FP64", "BYTES"]
     binary = body[header_length:]  # Triton's framing: little-endian values; BYTES as a 4-byte length, then the bytes

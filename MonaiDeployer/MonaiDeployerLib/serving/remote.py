@@ -158,15 +158,15 @@ class RemoteServer:
     def _infer(self, model: str, tensors: dict, outputs: tuple = (v2.LABELMAP, v2.RESULT),
                parameters: dict | None = None, wait: float | None = None) -> dict:
         """``wait``: the seconds to wait for the answer (default: this client's ``timeout``; ``math.inf``: no limit)."""
-        body, header_length = v2.encode(tensors, outputs, parameters)
+        parts, header_length = v2.encode(tensors, outputs, parameters)
         headers, answer = self._request(
-            "POST", f"/v2/models/{urllib.parse.quote(model, safe='')}/infer", body,
-            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
-            model, wait)
+            "POST", f"/v2/models/{urllib.parse.quote(model, safe='')}/infer", parts,
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length),
+             "Content-Length": str(sum(len(part) for part in parts))}, model, wait)
         length = headers.get("Inference-Header-Content-Length")
         return self._answer(lambda: v2.decode(answer, int(length) if length is not None else None))
 
-    def _request(self, method: str, path: str, body: bytes, headers: dict | None = None,
+    def _request(self, method: str, path: str, body: list, headers: dict | None = None,
                  model: str | None = None, wait: float | None = None) -> tuple:
         connection_type = http.client.HTTPSConnection if self._parsed.scheme == "https" else http.client.HTTPConnection
         wait = self._timeout if wait is None else None if wait == math.inf else wait

@@ -65,9 +65,10 @@ def channels_last(array: np.ndarray) -> np.ndarray:
     return array[..., np.newaxis] if array.ndim == 3 else array
 
 
-def encode(tensors: dict, outputs: tuple = (), parameters: dict | None = None) -> tuple[bytes, int]:
-    """A binary request body (its JSON header, then each tensor's bytes) and the header's length, which goes in
-    the ``Inference-Header-Content-Length`` HTTP header."""
+def encode(tensors: dict, outputs: tuple = (), parameters: dict | None = None) -> tuple[list, int]:
+    """A binary request body as its parts (the JSON header, then each tensor's bytes, a view of the array where it
+    is little-endian and contiguous already: a volume is not copied to be sent) and the header's length, which goes
+    in the ``Inference-Header-Content-Length`` HTTP header."""
     header, chunks = {"inputs": [], **({"parameters": parameters} if parameters else {})}, []
     for name, array in tensors.items():
         data = _tensor_bytes(array)
@@ -76,7 +77,7 @@ def encode(tensors: dict, outputs: tuple = (), parameters: dict | None = None) -
         chunks.append(data)
     header["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
     text = json.dumps(header).encode()
-    return b"".join([text, *chunks]), len(text)
+    return [text, *chunks], len(text)
 
 
 def decode(body: bytes, header_length: int | None) -> dict:
@@ -96,10 +97,10 @@ def decode(body: bytes, header_length: int | None) -> dict:
     return tensors
 
 
-def _tensor_bytes(array: np.ndarray) -> bytes:
+def _tensor_bytes(array: np.ndarray) -> bytes | memoryview:
     if array.dtype == np.object_:
         return b"".join(struct.pack("<I", len(item)) + item for item in (_as_bytes(value) for value in array.flat))
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return memoryview(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))).cast("B")
 
 
 def _bytes_elements(data: bytes, shape: tuple) -> np.ndarray:
