@@ -25,6 +25,14 @@ from MonaiDeployerLib.testing import sampledata  # noqa: E402
 from MonaiDeployerLib.testing.selftest import SAMPLE_MODEL  # noqa: E402
 
 
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` of a command a test interrupts with SIGINT, as Ctrl-C in a terminal does: a run started from a
+    background job (CI's, a ``nohup``) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The library's temp folder (test volumes, made environments: 2-4 GB a whole run) goes with the session."""
     shutil.rmtree(LIBRARY_TEMP, ignore_errors=True)

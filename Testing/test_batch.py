@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, truth_on
+from conftest import REPO_ROOT, as_in_a_terminal, truth_on
 from test_cli import cli
 
 from MonaiDeployerLib import InputError, OutputError, Runner, Volume, read_volume, write_volume
@@ -105,7 +105,8 @@ def test_an_interrupted_batch_leaves_whole_outputs_and_skip_existing_runs_exactl
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "MonaiDeployer")}
     process = subprocess.Popen([sys.executable, "-m", "MonaiDeployerLib", "batch", sample_model, str(inputs),
                                 "--output-dir", str(output), "--device", "cpu", "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                               preexec_fn=as_in_a_terminal)
     first = [json.loads(process.stdout.readline()) for _ in range(2)]
     process.send_signal(signal.SIGINT)  # as Ctrl-C does, while the third case runs
     rest, errors = process.communicate(timeout=60)

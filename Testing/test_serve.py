@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import psutil
 import pytest
-from conftest import REPO_ROOT, truth_on
+from conftest import REPO_ROOT, as_in_a_terminal, truth_on
 from serve_process import SERVER_PYTHON, Served, free_ports, start_serve, stop_serve
 
 from MonaiDeployerLib import (
@@ -303,7 +303,7 @@ def test_ctrl_c_on_run_server_cancels_the_run_on_the_server(server, tmp_path, lo
     busy_before = cpu_seconds_once_idle(workers)  # a standby worker warming since the last test would count
     client = subprocess.Popen([sys.executable, "-m", "MonaiDeployerLib", "run", model, source, tmp_path / "out.nii.gz",
                                "--server", server.url], cwd=REPO_ROOT / "MonaiDeployer", stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 120
     while cpu_seconds(workers) < busy_before + 2.0:  # a worker runs it
         assert time.monotonic() < deadline and client.poll() is None, client.stderr.read()
