@@ -99,6 +99,16 @@ def _ready(url: str) -> bool:
         return False
 
 
+def served_until_done(arguments: list, models: int, errors: Path):
+    """A fixture's body: ``serve ARGUMENTS`` started and yielded, then stopped; a process it leaves fails the test."""
+    served = start_serve(arguments, models, errors)
+    try:
+        yield served
+    finally:
+        left = stop_serve(served)
+    assert not left, left
+
+
 def stop_serve(served: Served) -> list:
     """SIGTERM, as a service manager stops it; the command lines of any of its processes still alive after, which
     are then killed (so that nothing holds the ports or the CPU for what comes next)."""

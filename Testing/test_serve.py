@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 from conftest import REPO_ROOT, as_in_a_terminal, truth_on
-from serve_process import SERVER_PYTHON, Served, free_ports, start_serve, stop_serve
+from serve_process import SERVER_PYTHON, Served, free_ports, served_until_done
 
 from MonaiDeployerLib import (
     Cancelled,
@@ -84,14 +84,9 @@ def server(sample_model, parcellation_model, tmp_path_factory):
     """``serve`` of the sample TorchScript model, bundle and Deploy app (which gets the model with --model), and a
     model with a label above 255, their workers in this Python (torch, MONAI, the Deploy SDK), until the module's
     tests are done; then SIGTERM, which must leave no process of it (Triton, its backend stubs, the workers)."""
-    served = start_serve([sample_model, SAMPLE_BUNDLE, DEPLOY_APP, parcellation_model, "--model", sample_model,
-                          "--trust", "--device", "cpu"], models=4,
-                         errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
-    try:
-        yield served
-    finally:
-        left = stop_serve(served)
-    assert not left, left
+    yield from served_until_done([sample_model, SAMPLE_BUNDLE, DEPLOY_APP, parcellation_model, "--model", sample_model,
+                                  "--trust", "--device", "cpu"], models=4,
+                                 errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
 
 
 def test_served_models_are_named_by_their_package_and_content(server, sample_model, parcellation_model):

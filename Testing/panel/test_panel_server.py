@@ -7,7 +7,7 @@ import time
 
 import pytest
 import vtk
-from serve_process import start_serve, stop_serve
+from serve_process import served_until_done
 from slicer_harness.events import perform, wait_until
 
 from MonaiDeployerLib.serving.remote import RemoteServer
@@ -21,13 +21,8 @@ from .test_panel_runs import RUN_TIMEOUT, big_phantom, scene_nodes
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    served = start_serve([SAMPLE_MODEL, SAMPLE_BUNDLE, "--trust", "--device", "cpu"], models=2,
-                         errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
-    try:
-        yield served
-    finally:
-        left = stop_serve(served)
-    assert not left, left
+    yield from served_until_done([SAMPLE_MODEL, SAMPLE_BUNDLE, "--trust", "--device", "cpu"], models=2,
+                                 errors=tmp_path_factory.mktemp("serve") / "stderr.txt")
 
 
 def run_on(panel, url: str) -> None:
