@@ -255,7 +255,7 @@ def test_a_cancel_stops_the_run_on_the_server_and_the_next_request_is_worked_on_
     worked_on_after = time.monotonic() - result.timings["total"] - cancelled_at  # the answer's arrival, less its run
     assert worked_on_after < 2.0, (worked_on_after, result.timings)
     assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
-    assert remote.run_state("long-run") == {"run_id": "long-run", "running": False}
+    assert remote.run_state("long-run") == {"run_id": "long-run", "running": False, "ended": True}
     workers_after = workers_of(server)
     assert len(workers_after) == len(workers_before)  # the killed worker gone, the standby in its place, a new standby
     assert len(workers_before - workers_after) == 1
@@ -365,8 +365,13 @@ def test_a_batch_on_the_server_writes_every_case_at_the_dice_target_and_names_th
         assert min(scores.values()) >= MINIMUM_DICE, (stem, scores)
 
 
+@pytest.mark.parametrize("progress_over", ["gRPC", "HTTP"])
 def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the_run_there(server, long_volume,
-                                                                                            held_out):
+                                                                                            held_out, progress_over,
+                                                                                            monkeypatch):
+    """Where this Python has tritonclient[grpc] the stage streams over gRPC; without it, it is asked over HTTP."""
+    if progress_over == "HTTP":
+        monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as in a Python without tritonclient[grpc]
     with RemoteRunner(server.url) as remote:
         model = remote.ready(torchscript_model(remote.server))
         assert (model.name, model.labels, model.outputs_overlap) == ("Phantom organ and lesion (tiny UNet)", LABELS,
@@ -378,6 +383,7 @@ def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the
                           and event.fraction]
             assert not job.done and time.monotonic() < deadline, job.error
         assert fractions == sorted(fractions) and 0 < fractions[-1] < 1 and job.stage == "inference"
+        assert job.request.progress_over == progress_over
         job.cancel()
         with pytest.raises(Cancelled, match=r"^cancelled by the user while inference$"):
             job.wait()
@@ -390,6 +396,52 @@ def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the
         result = remote.run(model, volume)
     assert result.package is model and result.labels == LABELS
     assert min(dice_per_label(result.labelmap.array, truth, LABELS).values()) >= MINIMUM_DICE, case["name"]
+
+
+def test_the_progress_model_streams_a_runs_states_over_grpc_to_its_end(server, long_volume):
+    """The decoupled model with tritonclient's own gRPC client, as any v2 client would stream it."""
+    import tritonclient.grpc as grpc_client
+
+    remote, run_id, states = RemoteServer(server.url), "streamed-run", []
+    first_state, two_fractions, streamed_to_end = threading.Event(), threading.Event(), threading.Event()
+
+    def fractions() -> list:
+        return [state["fraction"] for state in states if state["running"] and state["stage"] == "inference"
+                and state["fraction"]]
+
+    def on_answer(result, error):
+        assert error is None, error
+        states.append(v2.json_of(result.as_numpy(v2.RESULT)))
+        first_state.set()
+        if len(fractions()) >= 2:
+            two_fractions.set()
+        if states[-1]["final"]:
+            streamed_to_end.set()
+
+    def run_until_cancelled():
+        with pytest.raises(Cancelled):
+            remote.run(torchscript_model(remote), long_volume, run_id=run_id)
+
+    run = threading.Thread(target=run_until_cancelled, daemon=True)
+    client = grpc_client.InferenceServerClient(remote.grpc_address())
+    client.start_stream(callback=on_answer)
+    try:
+        run_id_input = grpc_client.InferInput(v2.RUN_ID, [1], "BYTES")
+        run_id_input.set_data_from_numpy(np.array([run_id.encode()], dtype=np.object_))
+        client.async_stream_infer(v2.PROGRESS, [run_id_input])  # opened before the run starts: it waits for it
+        assert first_state.wait(30)
+        run.start()
+        assert two_fractions.wait(120), states[-3:]
+        remote.cancel_run(run_id)
+        assert streamed_to_end.wait(30), states[-3:]
+    finally:
+        client.stop_stream()
+        client.close()
+        run.join(60)
+    assert not states[0]["running"] and fractions() == sorted(fractions()), states
+    assert fractions()[-1] < 1, "the cancel came before the run's end"
+    assert states[-1] == {"run_id": run_id, "running": False, "ended": True, "final": True}
+    assert [state["final"] for state in states].count(True) == 1
 
 
 class TokenCheckingProxy(BaseHTTPRequestHandler):

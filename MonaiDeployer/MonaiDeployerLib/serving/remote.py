@@ -66,11 +66,26 @@ class RemoteServer:
         self._parsed = parsed
         self._timeout = timeout
         self._token = token or os.environ.get(TOKEN_VARIABLE) or None
+        self._grpc_port = None  # from the catalogue, once asked for
+
+    def grpc_address(self) -> str | None:
+        """Where the server streams runs' progress over gRPC (``host:port``, the URL's host and the port its catalogue
+        gives), or None: a server that gives none, or one behind a TLS proxy or with a token (the stream would go
+        round the proxy, which sees only HTTP)."""
+        if self._parsed.scheme != "http" or self._token:
+            return None
+        if self._grpc_port is None:
+            self.models()
+        host = self._parsed.hostname
+        return f"[{host}]:{self._grpc_port}" if self._grpc_port and ":" in host else \
+            f"{host}:{self._grpc_port}" if self._grpc_port else None
 
     def models(self) -> list[dict]:
         """Each served model's name and card (the package's name, version, mode, labels, hash)."""
         outputs = self._infer(v2.CATALOGUE, {v2.DESCRIBE: np.array([b"models"], dtype=np.object_)}, (v2.RESULT,))
-        return self._answer(lambda: list(v2.json_of(outputs[v2.RESULT])["models"]))
+        catalogue = self._answer(lambda: dict(v2.json_of(outputs[v2.RESULT])))
+        self._grpc_port = catalogue.get("grpc_port", 0)
+        return self._answer(lambda: list(catalogue["models"]))
 
     def card(self, model: str) -> dict:
         outputs = self._infer(model, {v2.DESCRIBE: np.array([b"card"], dtype=np.object_)})

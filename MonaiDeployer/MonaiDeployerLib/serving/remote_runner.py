@@ -1,7 +1,9 @@
 """``RemoteRunner``: a ``Runner`` whose runs happen on a server that ``serve`` started. The same ``ready``,
 ``submit`` (a ``Job`` to poll or wait, with its stage and fraction done as the server reports them), ``run`` and
 ``Result``, so that a batch, the command line and the panel run on a server as they run here. Cancel and time-out
-stop the run on the server. A Deploy app that reads DICOM gets the volume, not the original files."""
+stop the run on the server. The stage and fraction stream over gRPC where this Python has ``tritonclient[grpc]``
+and reaches the server's gRPC port; elsewhere they are asked for over HTTP every half second. A Deploy app that
+reads DICOM gets the volume, not the original files."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from ..runs import leftovers
 from ..runs.runner import Result
 from ..transport.job import Job
 from ..transport.protocol import Event
+from . import progress_stream
 from .remote import RemoteServer, ServedModel
 
 STATE_SECONDS = 0.5  # how often a run's stage is asked for while it runs
@@ -87,6 +90,8 @@ class RemoteRequest:
     def __init__(self, server: RemoteServer, model: ServedModel, volume: Volume):
         self.run_id = uuid.uuid4().hex
         self.stage, self.answer, self.error = "sending the volume", None, None
+        self.progress_over = None  # "gRPC" once a state has been streamed, "HTTP" once one has been asked for
+        self._reported = None
         self._server, self._events, self._ended = server, queue.Queue(), threading.Event()
         threading.Thread(target=self._run, args=(model, volume), daemon=True, name="monaideployer-remote").start()
         threading.Thread(target=self._watch, daemon=True, name="monaideployer-remote-state").start()
@@ -104,16 +109,28 @@ class RemoteRequest:
         self._ended.set()
 
     def _watch(self) -> None:
-        reported = None
+        with contextlib.suppress(MonaiDeployerError):  # the run's own call reports a server gone
+            address = self._server.grpc_address()
+            if address and progress_stream.follow_run(address, self.run_id, self._streamed, self._ended):
+                return
         while not self._ended.wait(STATE_SECONDS):
             try:
                 state = self._server.run_state(self.run_id)
             except MonaiDeployerError:
-                continue  # the run's own call reports a server gone
-            if state.get("running") and (state["stage"], state["fraction"]) != reported:
-                reported = state["stage"], state["fraction"]
-                self.stage = state["stage"]
-                self._events.put(Event("progress", *reported))
+                continue
+            self.progress_over = self.progress_over or "HTTP"
+            self._report(state)
+
+    def _streamed(self, state: dict) -> None:
+        self.progress_over = "gRPC"
+        self._report(state)
+
+    def _report(self, state: dict) -> None:
+        """A state the server gave, as a "progress" event where the run has moved on."""
+        if state.get("running") and (state["stage"], state["fraction"]) != self._reported:
+            self._reported = state["stage"], state["fraction"]
+            self.stage = state["stage"]
+            self._events.put(Event("progress", *self._reported))
 
     def events(self, block_seconds: float = 0) -> list:
         events = []

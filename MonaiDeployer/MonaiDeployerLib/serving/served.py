@@ -111,9 +111,11 @@ class ServedPackage:
             instance.runner.close()
 
 
-def catalogue_callable(served: list):
-    """The ``CATALOGUE`` model's callable: every served model's name and card, for any request."""
-    cards = {"models": [{"model": package.name, **package.card} for package in served]}
+def catalogue_callable(served: list, grpc_port: int | None = None):
+    """The ``CATALOGUE`` model's callable: every served model's name and card, for any request, and the gRPC port
+    where the ``PROGRESS`` model streams."""
+    cards = {"models": [{"model": package.name, **package.card} for package in served],
+             **({"grpc_port": grpc_port} if grpc_port else {})}
     return lambda requests: [{v2.RESULT: v2.json_tensor(cards)} for _request in requests]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import PackageError, WorkerError
 from . import v2
-from .in_flight import InFlight, runs_callable
+from .in_flight import InFlight, progress_callable, runs_callable
 from .served import ServedPackage, catalogue_callable
 
 LOOPBACK = "127.0.0.1"
@@ -38,9 +38,9 @@ def exposure_warning(host: str) -> str | None:
 
 def serve(served: list[ServedPackage], in_flight: InFlight, host: str = LOOPBACK, http_port: int = 8000,
           grpc_port: int = 8001, metrics_port: int = 8002, log_file: str | None = None, started=None) -> None:
-    """Serve until interrupted (SIGINT, which the command line makes of SIGTERM too), with the ``RUNS`` model
-    answering for the runs ``in_flight``; ``started()`` is called once every model is ready. Triton's own log goes
-    to ``log_file`` (default: this process's output)."""
+    """Serve until interrupted (SIGINT, which the command line makes of SIGTERM too), with the ``RUNS`` and
+    ``PROGRESS`` models answering for the runs ``in_flight``; ``started()`` is called once every model is ready.
+    Triton's own log goes to ``log_file`` (default: this process's output)."""
     try:
         from pytriton.model_config import ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
@@ -66,11 +66,14 @@ def serve(served: list[ServedPackage], in_flight: InFlight, host: str = LOOPBACK
                                   dtype=v2.DATATYPES[package.labelmap_datatype])
                 triton.bind(package.name, package.instances, inputs, [labelmap, result],
                             config=ModelConfig(batching=False), strict=True)
-            triton.bind(v2.CATALOGUE, catalogue_callable(served), [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)],
-                        [result], config=ModelConfig(batching=False))
+            triton.bind(v2.CATALOGUE, catalogue_callable(served, grpc_port),
+                        [Tensor(name=v2.DESCRIBE, shape=(1,), dtype=bytes)], [result],
+                        config=ModelConfig(batching=False))
             triton.bind(v2.RUNS, runs_callable(in_flight), [Tensor(name=name, shape=(1,), dtype=bytes) for name in
                                                             (v2.RUN_ID, v2.ACTION)],
                         [result], config=ModelConfig(batching=False))
+            triton.bind(v2.PROGRESS, progress_callable(in_flight), [Tensor(name=v2.RUN_ID, shape=(1,), dtype=bytes)],
+                        [result], config=ModelConfig(batching=False, decoupled=True))
         except Exception as error:  # PyTriton's own errors are tracebacks: one line, and where to look
             first = v2.one_line((str(error) or type(error).__name__).split("\n")[0])
             raise WorkerError(f"Triton did not start: {first}" + (f" (its log: {log_file})" if log_file else "")) \

@@ -27,6 +27,7 @@ VOLUME_TYPES = ("FP32", "INT16", "UINT16", "UINT8", "INT32")  # what medical vol
 IJK_TO_RAS, DESCRIBE, LABELMAP, RESULT = "ijk_to_ras", "describe", "labelmap", "result"
 CATALOGUE = "monaideployer-models"  # the served models' cards: Triton keeps its own model index to admins
 RUNS, RUN_ID, ACTION, RUN_TIMEOUT = "monaideployer-runs", "run_id", "action", "run_timeout_s"
+PROGRESS = "monaideployer-progress"  # decoupled: a run's states streamed over gRPC
 ERRORS = {error.__name__: error for error in (InputError, PackageError, WorkerError, Cancelled)}
 
 
