@@ -26,6 +26,7 @@ from MonaiDeployerLib import (
     InputError,
     MonaiDeployerError,
     PackageError,
+    Runner,
     Volume,
     WorkerError,
     open_package,
@@ -372,7 +373,8 @@ def test_a_remote_runners_job_follows_the_servers_stage_and_its_cancel_stops_the
     """Where this Python has tritonclient[grpc] the stage streams over gRPC; without it, it is asked over HTTP."""
     if progress_over == "HTTP":
         monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # as in a Python without tritonclient[grpc]
-    with RemoteRunner(server.url) as remote:
+    with Runner(server=server.url) as remote:  # the API's Runner, whose runs are on the server
+        assert isinstance(remote, RemoteRunner)
         model = remote.ready(torchscript_model(remote.server))
         assert (model.name, model.labels, model.outputs_overlap) == ("Phantom organ and lesion (tiny UNet)", LABELS,
                                                                       False)

@@ -62,10 +62,19 @@ class Result:
 class Runner:
     """A context manager over one warm worker process; runs are one at a time."""
 
+    def __new__(cls, *arguments, server: str | None = None, **options):
+        """``Runner(server=URL)`` is a ``RemoteRunner``: the same calls and ``Result``, its runs on that server."""
+        if server is None:
+            return super().__new__(cls)
+        from ..serving.remote_runner import RemoteRunner
+
+        return RemoteRunner(server)
+
     def __init__(self, python: str | None = None, device: str = "auto", trust_list: TrustList | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, server: None = None):
         """``threads``: the CPU threads torch uses in the worker (default: torch's own, every core); workers that
-        share a machine (a batch's ``jobs``) each take their part, or they slow each other down."""
+        share a machine (a batch's ``jobs``) each take their part, or they slow each other down. ``server``: see
+        ``__new__``."""
         self.device = device
         self.threads = threads
         self.client = WorkerClient(python)
