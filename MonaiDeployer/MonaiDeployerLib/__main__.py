@@ -24,6 +24,10 @@ from .runs.cases import find_cases
 from .runs.runner import threads_per_job
 from .serving.commands import export_command, models_command, serve_command
 from .serving.remote_runner import RemoteRunner
+from .zoo.commands import resolve_zoo_arguments, zoo_download_command, zoo_list_command
+
+PACKAGE_HELP = ("TorchScript file, MONAI Bundle, MONAI Deploy app, container image, or zoo:NAME[@VERSION] (a Model "
+                "Zoo bundle, downloaded on first use)")
 
 
 def main(argv=None) -> int:
@@ -31,6 +35,7 @@ def main(argv=None) -> int:
     if arguments.verbose:
         log_to_stderr()
     try:
+        resolve_zoo_arguments(arguments)
         return arguments.command(arguments)
     except MonaiDeployerError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -106,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     remove.add_argument("--all", action="store_true", help="remove every made environment")
     remove.set_defaults(command=_remove_environments)
 
+    zoo = commands.add_parser("zoo", help="bundles of the MONAI Model Zoo: list, download")
+    zoo_commands = _Commands(zoo.add_subparsers(required=True, metavar="ACTION"))
+    zoo_listing = zoo_commands.add_parser("list", help="the bundles the Model Zoo's index lists, newest version first")
+    zoo_listing.add_argument("--json", action="store_true", help="print a JSON document instead of text")
+    zoo_listing.set_defaults(command=zoo_list_command)
+    zoo_download = zoo_commands.add_parser("download", help="download a bundle into the cache; prints its folder")
+    zoo_download.add_argument("name", help="as zoo list prints it")
+    zoo_download.add_argument("--version", help="default: the newest")
+    zoo_download.set_defaults(command=zoo_download_command)
+    for zoo_command in (zoo_listing, zoo_download):
+        zoo_command.add_argument("--index", metavar="URL", help="the index to read, in the Model Zoo's format "
+                                 "(default: $MONAIDEPLOYER_ZOO_INDEX, else the Model Zoo's own)")
+
     package = commands.add_parser("package", help="build a MAP image from a MONAI Deploy app (docker or podman)")
     package.add_argument("app", help="MONAI Deploy app: a folder with app.py or __main__.py, or a .py file")
     package.add_argument("--base", required=True, help="base image that has the app's Python and packages")
@@ -120,8 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 def _served_packages_command(commands, name: str, summary: str, handler, instances_help: str, where: str):
     """A subcommand that serves packages, or writes them to be served: their models' instances and device."""
     parser = commands.add_parser(name, help=summary)
-    parser.add_argument("packages", nargs="+", metavar="PACKAGE",
-                        help="TorchScript file, MONAI Bundle, MONAI Deploy app or container image")
+    parser.add_argument("packages", nargs="+", metavar="PACKAGE", help=PACKAGE_HELP)
     parser.add_argument("--instances", type=int, default=1, metavar="N", help=f"{instances_help} (default: 1)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the models run")
     parser.add_argument("--trust", action="store_true",
@@ -131,8 +148,7 @@ def _served_packages_command(commands, name: str, summary: str, handler, instanc
     return parser
 
 
-def _package_command(commands, name: str, summary: str, handler,
-                     package_help: str = "TorchScript file, MONAI Bundle, MONAI Deploy app or container image"):
+def _package_command(commands, name: str, summary: str, handler, package_help: str = PACKAGE_HELP):
     """A subcommand whose first argument is a model package."""
     parser = commands.add_parser(name, help=summary)
     parser.add_argument("package", help=package_help)

@@ -26,6 +26,7 @@ class BundleSettings(Settings):
     channels: int = 1
     channel_names: list = field(default_factory=list)
     needed_by: dict = field(default_factory=dict)  # {pip name: [transforms]} its config needs, its metadata omits
+    licence: str = ""  # the licences it states (bundle_files.bundle_licence)
 
 
 def is_bundle_archive(names: list) -> bool:
@@ -54,6 +55,7 @@ class BundleKind(PackageKind):
         settings = BundleSettings(form=form, inference_config=inference,
                                   outputs_overlap=bundle_files.outputs_overlap(metadata),
                                   made_with=bundle_files.made_with(metadata), needed_by=needed_by,
+                                  licence=bundle_files.bundle_licence(location, metadata),
                                   **bundle_files.bundle_inputs(metadata))
         return PackageInfo(mode=self.mode, labels=bundle_files.bundle_labels(metadata), requirements=requirements,
                            settings=settings, **code_package_fields(location, metadata, "name"))
@@ -63,6 +65,8 @@ class BundleKind(PackageKind):
         facts = [("form", FORMS.get(settings.form, settings.form)),
                  ("config", f"configs/{settings.inference_config}" if settings.inference_config
                   else "none: the bundle has no inference config and cannot run")]
+        if settings.licence:
+            facts.append(("licence", settings.licence))
         if settings.made_with:
             facts.append(("made with", ", ".join(f"{name} {version}" for name, version in settings.made_with.items())))
         if settings.needed_by:

@@ -19,6 +19,11 @@ from ..environment import optional_packages
 from ..errors import PackageError
 
 INFERENCE_CONFIGS = ("inference.json", "inference.yaml", "inference.yml")
+# Where Model Zoo bundles keep their licences: the code's at the top, the data's (which may forbid commercial use of
+# the weights trained on it) in docs/.
+LICENCE_FILES = ("LICENSE", "LICENSE.txt", "license.txt", "docs/data_license.txt")
+NON_COMMERCIAL = ("non-commercial", "noncommercial", "by-nc", "non commercial")
+LICENCE_READ = 1 << 16  # characters of a licence file read (its restrictions are stated early)
 VERSION_KEYS = {"monai_version": "monai", "pytorch_version": "torch", "numpy_version": "numpy"}
 
 
@@ -130,6 +135,30 @@ def made_with(metadata: dict) -> dict:
     return {package: str(metadata[key]) for key, package in VERSION_KEYS.items() if metadata.get(key)}
 
 
+def bundle_licence(path: str, metadata: dict) -> str:
+    """The licences a bundle states, as one line: its metadata's ``license``, then the first line of each licence
+    file of a bundle folder; marked where any of them restricts it to non-commercial use. "" when it states none."""
+    parts, texts = [], []
+    stated = metadata.get("license")
+    if isinstance(stated, str) and stated.strip():
+        parts.append(" ".join(stated.split()))
+        texts.append(stated)
+    for name in LICENCE_FILES if os.path.isdir(path) else ():
+        try:
+            with open(os.path.join(path, *name.split("/")), encoding="utf-8", errors="replace") as stream:
+                text = stream.read(LICENCE_READ)
+        except OSError:  # absent
+            continue
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if first:
+            parts.append(f"{name}: {first[:100]}")
+            texts.append(text)
+    licence = "; ".join(parts)
+    if any(marker in text.lower() for text in texts for marker in NON_COMMERCIAL):
+        licence = f"for non-commercial use only ({licence})"
+    return licence
+
+
 def bundle_requirements(metadata: dict) -> dict:
     """The versions the bundle was made with, as minimums the worker's environment must meet."""
     requirements = {package: f">={metadata[key]}" for key, package in VERSION_KEYS.items() if metadata.get(key)}
@@ -192,12 +221,7 @@ def unpacked_root(path: str, form: str, content_hash: str, cache_folder: str) ->
     os.makedirs(cache_folder, exist_ok=True)
     partial = tempfile.mkdtemp(prefix=".partial-", dir=cache_folder)
     try:
-        with zipfile.ZipFile(path) as archive:
-            check_entries_stay_inside(path, archive.namelist())
-            if form == "torchscript":
-                _unpack_embedded_configs(archive, partial)
-            else:
-                _unpack_bundle_folder(path, archive, partial)
+        extract_bundle_archive(path, form, partial)
         os.replace(partial, target)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)
@@ -207,6 +231,20 @@ def unpacked_root(path: str, form: str, content_hash: str, cache_folder: str) ->
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return target
+
+
+def extract_bundle_archive(path: str, form: str, target: str) -> None:
+    """Extract a bundle zip's root (``form`` "zip") or a TorchScript file's embedded configs (``form`` "torchscript")
+    into the existing folder ``target``; an entry that would land outside it refuses the whole archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_entries_stay_inside(path, archive.namelist())
+            if form == "torchscript":
+                _unpack_embedded_configs(archive, target)
+            else:
+                _unpack_bundle_folder(path, archive, target)
+    except zipfile.BadZipFile:
+        raise PackageError(f"{path} is a corrupt zip file (truncated or damaged)") from None
 
 
 def _unpack_embedded_configs(archive: zipfile.ZipFile, target: str) -> None:

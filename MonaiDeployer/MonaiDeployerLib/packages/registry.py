@@ -46,6 +46,7 @@ def detect_mode(location: str) -> str:
 def open_package(path_or_reference, mode: str | None = None, model: str | None = None, launch: str = "warm",
                  input_format: str | None = None, runtime: str | None = None, entry_point: bool = False) -> PackageInfo:
     """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
+    ``zoo:NAME[@VERSION]`` names a Model Zoo bundle, downloaded into the cache on first use.
 
     For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
     (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
@@ -60,6 +61,10 @@ def open_package(path_or_reference, mode: str | None = None, model: str | None =
                           entry_point=entry_point)
     chosen = None if mode in (None, "auto") else kind_named(mode)
     location = os.fspath(path_or_reference)
+    if location.startswith("zoo:"):  # a Model Zoo bundle, downloaded on first use
+        from ..zoo.reference import resolve
+
+        location = resolve(location)
     detected = recognise(location)
     kind = chosen or detected
     if kind.on_disk != detected.on_disk:

@@ -35,10 +35,11 @@ PARTIAL_PREFIX = ".partial-"  # how volume.write_volume names a file it has not 
 CLEANER_WAIT_SECONDS = 60
 
 
-def make_private_folder() -> str:
-    """A new private folder owned by this process, after removing those of owners that have died."""
-    remove_stale_folders()
-    folder = tempfile.mkdtemp(prefix=PREFIX)
+def make_private_folder(parent: str | None = None) -> str:
+    """A new private folder owned by this process in ``parent`` (default: the temp folder), after removing those
+    there of owners that have died."""
+    remove_stale_folders(parent)
+    folder = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
     _write_owner(folder, {**process_identity(os.getpid()), "runtimes": []})
     return folder
 

@@ -1,0 +1,308 @@
+"""Model Zoo bundles by name, offline: a real HTTP server on loopback serves an index in the Model Zoo's format
+(``model_info.json``: NAME_vVERSION with source and SHA-1) and archives made here, laid out as the Zoo's are
+(``NAME/configs/...``): the sample bundle, which reaches the Dice target, and real Model Zoo configs. Each failure
+(a wrong checksum, a truncated archive, a 404, a server vanishing mid-transfer, an escaping entry) is one line and
+leaves nothing in the cache; a kill mid-download leaves nothing the next download keeps."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+from make_zoo_bundle import zoo_configs
+
+from MonaiDeployerLib import open_package, read_volume, write_volume
+from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label
+
+SAMPLE_BUNDLE = REPO_ROOT / "MonaiDeployer" / "Resources" / "SampleModels" / "PhantomBundle"
+LABELS = {1: "organ", 2: "lesion"}
+PHANTOM = "phantom_organ_lesion"  # the sample bundle as a Model Zoo bundle, in versions 0.9.0 and 1.0.0
+DATA_LICENCE = "Creative Commons Attribution-NonCommercial 4.0 International (CC BY-NC 4.0)"
+
+
+def zoo_archive(name: str, bundle: Path | None = None, configs: Path | None = None, padding: int = 0,
+                escaping: bool = False) -> bytes:
+    """A zip as the Model Zoo publishes one: everything under ``NAME/``, with the licences in its usual places."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for folder, prefix in ((bundle, ""), (configs, "configs/")):
+            for path in sorted(folder.rglob("*")) if folder else []:
+                if path.is_file():
+                    archive.write(path, f"{name}/{prefix}{path.relative_to(folder).as_posix()}")
+        archive.writestr(f"{name}/LICENSE", "Apache License\nVersion 2.0, January 2004\n")
+        archive.writestr(f"{name}/docs/data_license.txt", f"{DATA_LICENCE}\nThe weights were trained on it.\n")
+        if padding:  # stored, not deflated: the archive is as large as asked
+            archive.writestr(zipfile.ZipInfo(f"{name}/models/padding.bin"), os.urandom(padding))
+        if escaping:
+            archive.writestr(f"{name}/../../outside.txt", "written outside the bundle's folder")
+    return buffer.getvalue()
+
+
+class ZooServer(ThreadingHTTPServer):
+    """The Model Zoo's index and archives on loopback; ``faults`` makes an archive's route misbehave."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), ZooHandler)
+        self.archives, self.checksums, self.faults = {}, {}, {}
+        self.requests = collections.Counter()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.index_url = f"{self.url}/models/model_info.json"
+
+    def publish(self, name: str, version: str, data: bytes, checksum: str | None = None, fault: str | None = None):
+        key = f"{name}_v{version}"
+        self.archives[key], self.checksums[key] = data, checksum or hashlib.sha1(data).hexdigest()
+        self.faults.pop(key, None)
+        if fault:
+            self.faults[key] = fault
+
+    def index(self) -> dict:
+        return {key: {"checksum": self.checksums[key], "source": f"{self.url}/files/{key}.zip"}
+                for key in self.archives}
+
+
+class ZooHandler(BaseHTTPRequestHandler):
+    SLOW_CHUNK, SLOW_SECONDS = 64 * 1024, 0.2
+
+    def do_GET(self):
+        zoo = self.server
+        zoo.requests[self.path] += 1
+        if self.path == "/models/model_info.json":
+            return self._send(json.dumps(zoo.index()).encode())
+        key = self.path.removeprefix("/files/").removesuffix(".zip")
+        fault = zoo.faults.get(key)
+        if key not in zoo.archives or fault == "missing":
+            self.send_error(404)
+            return None
+        data = zoo.archives[key]
+        if fault == "vanishing":  # says the whole size, sends half, and is gone
+            self._headers(len(data))
+            self.wfile.write(data[:len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return None
+        if fault == "slow":
+            self._headers(len(data))
+            for start in range(0, len(data), self.SLOW_CHUNK):
+                self.wfile.write(data[start:start + self.SLOW_CHUNK])
+                self.wfile.flush()
+                time.sleep(self.SLOW_SECONDS)
+            return None
+        return self._send(data)
+
+    def _headers(self, length: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _send(self, data: bytes) -> None:
+        self._headers(len(data))
+        self.wfile.write(data)
+
+    def log_message(self, *_arguments) -> None:
+        pass
+
+
+@pytest.fixture
+def zoo():
+    server = ZooServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    good = zoo_archive(PHANTOM, bundle=SAMPLE_BUNDLE)
+    server.publish(PHANTOM, "0.9.0", good)
+    server.publish(PHANTOM, "1.0.0", good)
+    server.publish("spleen_ct_segmentation", "0.5.9", zoo_archive("spleen_ct_segmentation",
+                                                                  configs=zoo_configs("spleen_ct_segmentation")))
+    server.good = good
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """A MONAIDEPLOYER_HOME of the test's own: its zoo cache and trust list start empty."""
+    return tmp_path / "home"
+
+
+def zoo_cli(home: Path, *arguments, index: str | None = None, **options) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "MonaiDeployer"), "MONAIDEPLOYER_HOME": str(home)}
+    if index:
+        environment["MONAIDEPLOYER_ZOO_INDEX"] = index
+    return subprocess.run([sys.executable, "-m", "MonaiDeployerLib", *map(str, arguments)], capture_output=True,
+                          text=True, env=environment, timeout=300, check=False, **options)
+
+
+def cache_of(home: Path) -> list:
+    """Everything in the zoo cache but the index's kept copy."""
+    zoo = home / "zoo"
+    return sorted(str(path.relative_to(zoo)) for path in zoo.rglob("*") if "indexes" not in path.parts) \
+        if zoo.is_dir() else []
+
+
+def test_zoo_list_groups_the_index_by_name_newest_first_and_describes_what_is_downloaded(zoo, home):
+    listed = zoo_cli(home, "zoo", "list", "--index", zoo.index_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    document = json.loads(listed.stdout)
+    assert document["index"] == zoo.index_url and document["offline_reason"] == ""
+    bundles = {bundle["name"]: bundle for bundle in document["bundles"]}
+    assert list(bundles) == [PHANTOM, "spleen_ct_segmentation"]
+    assert bundles[PHANTOM]["versions"] == ["1.0.0", "0.9.0"] and bundles[PHANTOM]["newest"] == "1.0.0"
+    assert bundles["spleen_ct_segmentation"]["description"] == ""  # known once downloaded
+    downloaded = zoo_cli(home, "zoo", "download", "spleen_ct_segmentation", "--index", zoo.index_url)
+    assert downloaded.returncode == 0, downloaded.stderr
+    text = zoo_cli(home, "zoo", "list", "--index", zoo.index_url)
+    assert text.stdout.splitlines()[0].startswith(f"the Model Zoo index at {zoo.index_url}, read ")
+    assert ("spleen_ct_segmentation 0.5.9 (1 versions, downloaded: 0.5.9)\n  A pre-trained model for volumetric (3D) "
+            "segmentation of the spleen from CT image") in text.stdout
+    listed = json.loads(zoo_cli(home, "zoo", "list", "--index", zoo.index_url, "--json").stdout)
+    spleen = next(bundle for bundle in listed["bundles"] if bundle["name"] == "spleen_ct_segmentation")
+    assert spleen["size_bytes"] == len(zoo.archives["spleen_ct_segmentation_v0.5.9"])
+
+
+def test_download_shows_its_progress_and_licence_and_is_not_made_twice(zoo, home):
+    downloaded = zoo_cli(home, "zoo", "download", PHANTOM, "--index", zoo.index_url)
+    assert downloaded.returncode == 0, downloaded.stderr
+    folder = Path(downloaded.stdout.strip())
+    assert folder == home / "zoo" / PHANTOM / "1.0.0"
+    assert (folder / "configs" / "metadata.json").is_file() and (folder / "models" / "model.pt").is_file()
+    assert re.search(r"^downloaded \d+\.\d KiB at \d+\.\d [KMG]iB/s$", downloaded.stderr, re.MULTILINE), \
+        downloaded.stderr  # the line for a log; a terminal gets tqdm's bar
+    assert f"licence: for non-commercial use only (LICENSE: Apache License; docs/data_license.txt: {DATA_LICENCE})" \
+        in downloaded.stderr
+    again = zoo_cli(home, "zoo", "download", PHANTOM, "--index", zoo.index_url)
+    assert again.returncode == 0 and again.stdout == downloaded.stdout, again.stderr
+    assert zoo.requests[f"/files/{PHANTOM}_v1.0.0.zip"] == 1
+    older = zoo_cli(home, "zoo", "download", PHANTOM, "--version", "0.9.0", "--index", zoo.index_url)
+    assert Path(older.stdout.strip()) == home / "zoo" / PHANTOM / "0.9.0"
+    unknown = zoo_cli(home, "zoo", "download", "phantom_organ", "--index", zoo.index_url)
+    assert unknown.returncode == 1
+    assert unknown.stderr == (f"error: the Model Zoo index at {zoo.index_url} has no bundle phantom_organ (did you "
+                              f"mean {PHANTOM}?)\n")
+
+
+FAULTS = {
+    "wrong-checksum": (dict(checksum="0" * 40), r"does not have the index's checksum \(SHA-1 [0-9a-f]{40}, expected "
+                                                r"0{40}\): nothing was kept"),
+    "truncated": (dict(truncate=True), r"cannot be used: it is a corrupt zip file \(truncated or damaged\)"),
+    "missing": (dict(fault="missing"), r"cannot download .* HTTP 404"),
+    "vanishing": (dict(fault="vanishing"), r"was cut off after \d+ bytes \(ChunkedEncodingError\); nothing was kept"),
+    "escaping": (dict(escaping=True), r"cannot be used: it has an entry that escapes its folder "
+                                      r"\(broken/\.\./\.\./outside\.txt\); refusing the archive"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_failed_download_is_one_line_and_leaves_nothing_in_the_cache_and_the_next_good_one_works(zoo, home,
+                                                                                                   fault):
+    how, message = FAULTS[fault]
+    data = zoo_archive("broken", bundle=SAMPLE_BUNDLE, escaping=how.get("escaping", False))
+    if how.get("truncate"):
+        data = data[:len(data) // 2]  # the index's checksum is of these bytes: the zip itself is broken
+    zoo.publish("broken", "1.0.0", data, how.get("checksum"), how.get("fault"))
+    failed = zoo_cli(home, "zoo", "download", "broken", "--index", zoo.index_url)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert len(failed.stderr.strip().splitlines()) == 1 and re.search(message, failed.stderr), failed.stderr
+    assert cache_of(home) == []
+    assert not (home.parent / "outside.txt").exists() and not (home / "outside.txt").exists()
+    zoo.publish("broken", "1.0.0", zoo.good)
+    healed = zoo_cli(home, "zoo", "download", "broken", "--index", zoo.index_url)
+    assert healed.returncode == 0, healed.stderr
+    assert (Path(healed.stdout.strip()) / "configs" / "inference.json").is_file()
+
+
+def test_a_download_killed_midway_leaves_nothing_that_the_next_download_keeps(zoo, home):
+    zoo.publish("large", "1.0.0", zoo_archive("large", bundle=SAMPLE_BUNDLE, padding=3 << 20), fault="slow")
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "MonaiDeployer"), "MONAIDEPLOYER_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-m", "MonaiDeployerLib", "zoo", "download", "large", "--index",
+                                zoo.index_url], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not [path for path in (home / "zoo").glob("monaideployer-*/archive.zip") if path.stat().st_size]:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert [path.name for path in (home / "zoo").iterdir() if path.name.startswith("monaideployer-")]
+    assert not (home / "zoo" / "large").exists()
+    downloaded = zoo_cli(home, "zoo", "download", PHANTOM, "--index", zoo.index_url)
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert cache_of(home) == [PHANTOM, *sorted(f"{PHANTOM}/{path}" for path in ["1.0.0", "1.0.0.json"]),
+                              *[f"{PHANTOM}/1.0.0/{path}" for path in _bundle_files(home / "zoo" / PHANTOM / "1.0.0")]]
+
+
+def _bundle_files(folder: Path) -> list:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_run_zoo_name_asks_for_trust_with_the_licence_then_reaches_the_dice_target_and_runs_offline(
+        zoo, home, held_out, tmp_path):
+    case, volume, truth = held_out[0]
+    source = write_volume(tmp_path / f"{case['name']}.nii.gz", volume)
+    refused = zoo_cli(home, "run", f"zoo:{PHANTOM}", source, tmp_path / "refused.nii.gz", index=zoo.index_url)
+    assert refused.returncode == 1 and refused.stderr.startswith("downloaded "), refused.stderr  # on first use
+    assert refused.stderr.count("\n") == 2 and refused.stderr.splitlines()[1].startswith("error: "), refused.stderr
+    assert "is not trusted yet" in refused.stderr and "Its licence: for non-commercial use only" in refused.stderr
+    assert not (tmp_path / "refused.nii.gz").exists()
+    for case, volume, truth in held_out:
+        source = write_volume(tmp_path / f"{case['name']}.nii.gz", volume)
+        output = tmp_path / f"{case['name']}.seg.nrrd"
+        ran = zoo_cli(home, "run", f"zoo:{PHANTOM}", source, output, "--trust", "--device", "cpu",
+                      index=zoo.index_url)
+        assert ran.returncode == 0, ran.stderr
+        labelmap = read_volume(output)
+        assert labelmap.same_grid(volume, tolerance=1e-6), case["name"]
+        scores = dice_per_label(labelmap.array, truth, LABELS)
+        assert min(scores.values()) >= MINIMUM_DICE, (case["name"], scores)
+    assert zoo.requests[f"/files/{PHANTOM}_v1.0.0.zip"] == 1
+    zoo.shutdown()
+    zoo.server_close()  # the Model Zoo gone: the cache and the index's last copy answer
+    offline = zoo_cli(home, "zoo", "list", "--index", zoo.index_url)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.splitlines()[0].startswith(
+        f"the Model Zoo index at {zoo.index_url} cannot be read (cannot connect (offline, or the server is down)): "
+        "this is its last copy, from ")
+    output = tmp_path / "offline.nii.gz"
+    ran = zoo_cli(home, "run", f"zoo:{PHANTOM}", source, output, "--trust", "--device", "cpu", index=zoo.index_url)
+    assert ran.returncode == 0, ran.stderr
+    assert "cannot be read (cannot connect (offline, or the server is down)): using its copy of " in ran.stderr
+    assert min(dice_per_label(read_volume(output).array, truth, LABELS).values()) >= MINIMUM_DICE
+    never_downloaded = zoo_cli(home, "run", "zoo:spleen_ct_segmentation", source, output, index=zoo.index_url)
+    assert never_downloaded.returncode == 1
+    assert never_downloaded.stderr.splitlines()[-1] == (
+        f"error: cannot download spleen_ct_segmentation 0.5.9 from {zoo.url}/files/spleen_ct_segmentation_v0.5.9.zip: "
+        "cannot connect (offline, or the server is down)")
+
+
+def test_the_api_opens_a_zoo_reference_and_an_unknown_version_is_one_line(zoo, home, monkeypatch):
+    monkeypatch.setenv("MONAIDEPLOYER_HOME", str(home))
+    monkeypatch.setenv("MONAIDEPLOYER_ZOO_INDEX", zoo.index_url)
+    package = open_package(f"zoo:{PHANTOM}@0.9.0")
+    assert (package.mode, package.name, package.labels) == ("bundle", "Phantom organ and lesion bundle", LABELS)
+    assert package.path == str(home / "zoo" / PHANTOM / "0.9.0")
+    assert package.settings.licence.startswith("for non-commercial use only")
+    from MonaiDeployerLib import PackageError
+
+    with pytest.raises(PackageError, match=rf"^the Model Zoo index at {re.escape(zoo.index_url)} has no version "
+                                           rf"2\.0\.0 of {PHANTOM}; it has 1\.0\.0, 0\.9\.0$"):
+        open_package(f"zoo:{PHANTOM}@2.0.0")
+    with pytest.raises(PackageError, match=r"^not a Model Zoo reference: zoo:\.\./etc"):
+        open_package("zoo:../etc")
+    shutil.rmtree(home)
