@@ -56,7 +56,8 @@ def test_model_zoo_bundles_are_described_from_their_metadata(tmp_path, name, lab
         form="folder", inference_config=config, channels=len(inputs), channel_names=inputs,
         outputs_overlap=name == "brats_mri_segmentation",
         made_with={"monai": metadata["monai_version"], "torch": metadata["pytorch_version"],
-                   "numpy": metadata["numpy_version"]})
+                   "numpy": metadata["numpy_version"]},
+        licence=metadata.get("license", ""))  # ventricular_short_axis_3label's: "See license.txt"
     assert len(package.content_hash) == 64
 
 
