@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
-from ..environment.home import home_folder
+from ..environment.home import home_folder, write_json
 from ..errors import PackageError
 
 HASH_CHUNK = 1 << 20
@@ -72,11 +71,7 @@ class TrustList:
         """Remember that the user trusts this exact content (written atomically)."""
         entries = self._read()
         entries[package.content_hash] = {"name": package.name, "path": package.path}
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        handle, partial = tempfile.mkstemp(prefix=".trusted-", dir=os.path.dirname(self.path))
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(entries, stream, indent=2)
-        os.replace(partial, self.path)
+        write_json(self.path, entries, indent=2)
 
     def check(self, package, trust: bool = False) -> None:
         """Refuse a package that runs code unless the user trusted it before, or ``trust`` says so for this run."""

@@ -40,6 +40,7 @@ def follow_run(address: str, run_id: str, on_state, stop: threading.Event) -> bo
         if client is not None:
             with contextlib.suppress(Exception):
                 client.stop_stream(cancel_requests=True)
+            with contextlib.suppress(Exception):
                 client.close()
 
 

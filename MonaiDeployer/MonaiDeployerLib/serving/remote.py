@@ -76,9 +76,10 @@ class RemoteServer:
             return None
         if self._grpc_port is None:
             self.models()
+        if not self._grpc_port:
+            return None
         host = self._parsed.hostname
-        return f"[{host}]:{self._grpc_port}" if self._grpc_port and ":" in host else \
-            f"{host}:{self._grpc_port}" if self._grpc_port else None
+        return f"[{host}]:{self._grpc_port}" if ":" in host else f"{host}:{self._grpc_port}"
 
     def models(self) -> list[dict]:
         """Each served model's name and card (the package's name, version, mode, labels, hash)."""

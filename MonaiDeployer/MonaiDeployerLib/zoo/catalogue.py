@@ -10,10 +10,9 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
-from ..environment.home import home_folder
+from ..environment.home import home_folder, write_json
 from ..errors import PackageError
 
 DEFAULT_INDEX = "https://raw.githubusercontent.com/Project-MONAI/model-zoo/dev/models/model_info.json"
@@ -157,12 +156,7 @@ def _kept_path(url: str) -> str:
 
 
 def _keep(url: str, document: dict, fetched: str) -> None:
-    path = _kept_path(url)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(path))
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump({"url": url, "fetched": fetched, "index": document}, stream)
-    os.replace(partial, path)
+    write_json(_kept_path(url), {"url": url, "fetched": fetched, "index": document})
 
 
 def _kept_copy(url: str) -> dict | None:
