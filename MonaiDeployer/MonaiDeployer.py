@@ -154,6 +154,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobCreatesNode = False
         self._jobDeadline = None  # time.monotonic() after which the run is stopped, or None
         self._preparing = False  # Apply is asking its questions
+        self._zooDialog = None  # the Model Zoo dialog, while it is open
         self.lastRunTimings = {}  # the stage timings of the last run that succeeded (the log shows them too)
 
     def setup(self) -> None:
@@ -189,6 +190,7 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.madeEnvironmentsButton.connect("clicked(bool)", self.onMadeEnvironmentsButton)
+        self.ui.packageZooButton.connect("clicked(bool)", lambda _checked: self.onModelZooButton())
         self.ui.batchApplyButton.connect("clicked(bool)", self.onBatchApplyButton)
         self.ui.servedModelComboBox.connect("activated(int)", self.onServedModelChosen)
         self.ui.batchResultsTable.connect("cellClicked(int,int)", self.onBatchResultClicked)
@@ -215,6 +217,8 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         self._packageInfoTimer.stop()
         self._batchVolumesTimer.stop()
+        if self._zooDialog is not None:
+            self._zooDialog.dialog.reject()  # a download in flight stops
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -356,6 +360,27 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             chosen = chosen[0] if isinstance(chosen, tuple) else chosen  # PySide returns (path, filter)
         if chosen:
             lineEdit.text = chosen
+
+    def onModelZooButton(self) -> None:
+        """Model Zoo...: the catalogue in a dialog; the version chosen there (downloaded first) becomes the package."""
+        if self._zooDialog is not None:
+            self._zooDialog.dialog.raise_()
+            return
+        from MonaiDeployerLib.panel.zoo_dialog import ModelZooDialog
+
+        self._zooDialog = ModelZooDialog(self.resourcePath("UI/ModelZooDialog.ui"), self._useZooBundle,
+                                         self._onZooDialogClosed, self.parent)
+        self._zooDialog.open()
+
+    def _useZooBundle(self, folder: str, name: str, version: str) -> None:
+        self._appendLog(_("Model Zoo: {name} {version}, kept in {folder}.").format(name=name, version=version,
+                                                                                  folder=folder))
+        if self._parameterNode:
+            self._parameterNode.mode = "auto"
+            self._parameterNode.packagePath = folder  # the card shows its licence; Apply asks for trust
+
+    def _onZooDialogClosed(self) -> None:
+        self._zooDialog = None
 
     @staticmethod
     def _recentPackageList() -> list:
@@ -791,10 +816,13 @@ class PanelQuestions:
     installed from the network)."""
 
     def trust(self, package) -> bool:
+        licence = _("\n\nIts licence: {licence}").format(licence=package.settings.licence) \
+            if package.settings.licence else ""
         return slicer.util.confirmYesNoDisplay(
             _("{package} is a {mode} package: its configs or code are Python that will run on this computer with "
-              "your permissions. Run it only if you trust where it came from.\n\nTrust and run {package}?"
-              ).format(package=package.name, mode=package.mode), windowTitle=_("MONAI Deployer: trust this package?"))
+              "your permissions. Run it only if you trust where it came from.{licence}\n\nTrust and run {package}?"
+              ).format(package=package.name, mode=package.mode, licence=licence),
+            windowTitle=_("MONAI Deployer: trust this package?"))
 
     def run_entry_point(self, reason: str) -> bool:
         return slicer.util.confirmYesNoDisplay(

@@ -164,3 +164,12 @@ def mixed_inputs(tmp_path_factory) -> dict:
     (folder / "corrupt.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 not a whole gzip stream")
     (folder / "README.txt").write_text("not a volume: left out")
     return {"folder": folder, "seeds": seeds, "grids": grids}
+
+
+@pytest.fixture
+def zoo():
+    """A Model Zoo on loopback (zoo_server.serving_zoo)."""
+    from zoo_server import serving_zoo
+
+    with serving_zoo() as server:
+        yield server

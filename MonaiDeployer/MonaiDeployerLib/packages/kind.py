@@ -25,7 +25,8 @@ class Settings:
     """A kind's settings: typed, checked when the package is opened, sent to the worker as ``to_dict()``.
 
     Every kind answers ``channels`` (input channels the model takes; None when it does not say),
-    ``channel_names`` and ``outputs_overlap`` (one mask per label, not one label per voxel).
+    ``channel_names``, ``outputs_overlap`` (one mask per label, not one label per voxel) and ``licence`` (the
+    licences the package states, as one line; "": none).
     """
 
     def to_dict(self) -> dict:
@@ -48,6 +49,7 @@ class Settings:
     channels = None  # plain class attributes, not fields: a kind's settings may make them fields or properties
     channel_names = ()
     outputs_overlap = False
+    licence = ""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,6 @@ class TrustList:
     def check(self, package, trust: bool = False) -> None:
         """Refuse a package that runs code unless the user trusted it before, or ``trust`` says so for this run."""
         if package.content_hash and not trust and not self.is_trusted(package):
-            licence = getattr(package.settings, "licence", "")
+            licence = package.settings.licence
             raise PackageError(f"{package.name} is not trusted yet. A {package.mode} package {UNTRUSTED_EXPLANATION}"
                                + (f". Its licence: {licence}" if licence else ""))

@@ -9,7 +9,7 @@ import sys
 from ..packages import open_package
 from .catalogue import read_catalogue
 from .download import download
-from .listing import listed, source_line
+from .listing import listed, size_text, source_line
 from .reference import is_zoo_reference, resolve
 
 
@@ -88,12 +88,5 @@ def download_bar():
         if bar is not None:
             bar.close()
         elif last is not None:
-            print(f"downloaded {_size(last[0])} at {_size(last[1])}/s", file=sys.stderr)
+            print(f"downloaded {size_text(last[0])} at {size_text(last[1])}/s", file=sys.stderr)
 
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if count < 1024:
-            return f"{count:.1f} {unit}" if unit != "B" else f"{count:.0f} B"
-        count /= 1024
-    return f"{count:.1f} GiB"

@@ -54,3 +54,12 @@ def source_line(catalogue: Catalogue) -> str:
         return (f"the Model Zoo index at {catalogue.url} cannot be read ({catalogue.offline_reason}): this is its "
                 f"last copy, from {catalogue.fetched}")
     return f"the Model Zoo index at {catalogue.url}, read {catalogue.fetched}"
+
+
+def size_text(count: float) -> str:
+    """A number of bytes as people read it: 512 B, 137.4 KiB, 1.2 GiB."""
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count:.0f} B"
+        count /= 1024
+    return f"{count:.1f} GiB"
