@@ -17,7 +17,7 @@ from MonaiDeployerLib.testing import sampledata
 from MonaiDeployerLib.testing.selftest import MINIMUM_DICE, dice_per_label, held_out_node, node_array
 from MonaiDeployerLib.zoo.listing import size_text
 
-from .test_panel_binds import card_text
+from .test_panel_binds import card_text, type_into
 from .test_panel_runs import apply_and_wait
 
 NON_COMMERCIAL = "for non-commercial use only"
@@ -193,3 +193,5 @@ def test_offline_the_dialog_shows_the_index_last_copy_and_uses_what_is_cached(pa
         "(offline, or the server is down)")
     close(dialog)
     assert panel.ui.packagePathLineEdit.text == str(zoo_cache / PHANTOM / "0.9.0")
+    type_into(panel.ui.packagePathLineEdit, f"zoo:{PHANTOM}@0.9.0")  # typed: the cached version, offline
+    assert "Phantom organ and lesion bundle" in card_text(panel) and f"Licence: {NON_COMMERCIAL}" in card_text(panel)
