@@ -195,3 +195,22 @@ def test_offline_the_dialog_shows_the_index_last_copy_and_uses_what_is_cached(pa
     assert panel.ui.packagePathLineEdit.text == str(zoo_cache / PHANTOM / "0.9.0")
     type_into(panel.ui.packagePathLineEdit, f"zoo:{PHANTOM}@0.9.0")  # typed: the cached version, offline
     assert "Phantom organ and lesion bundle" in card_text(panel) and f"Licence: {NON_COMMERCIAL}" in card_text(panel)
+
+
+def test_an_index_that_cannot_be_read_is_one_line_and_leaves_nothing_to_choose(panel, zoo_index, tmp_path):
+    import qt
+
+    from MonaiDeployerLib.panel.zoo_dialog import INDEX_SETTING
+
+    dialog = open_zoo(panel)
+    assert names(dialog)
+    missing = tmp_path / "model_info.json"
+    dialog.ui.indexLineEdit.text = str(missing)
+    dialog.ui.readIndexButton.click()
+    wait_until(lambda: dialog._reading is None, 30, "the index read")
+    assert dialog.ui.indexSourceLabel.text == (
+        f"Cannot read the index: cannot read the Model Zoo index at {missing}: no such file, and not an http:// or "
+        "https:// address; no earlier copy of it is kept here")
+    assert names(dialog) == [] and not dialog.ui.downloadButton.enabled
+    close(dialog)
+    assert qt.QSettings().value(INDEX_SETTING) == str(missing)  # the panel's setting, for next time

@@ -113,7 +113,9 @@ class ModelZooDialog:
     def _showListing(self, future) -> None:
         try:
             self._listing = future.result()
-        except MonaiDeployerError as error:  # no index and no copy of it: the table stays as it was
+        except MonaiDeployerError as error:  # no index and no copy of it: nothing to choose from
+            self._listing = None
+            self._fillTable()
             self.ui.indexSourceLabel.text = _("Cannot read the index: {error}").format(error=error)
             return
         catalogue = self._listing.catalogue
@@ -199,8 +201,7 @@ class ModelZooDialog:
         self.ui.downloadButton.text = _("Use") if bundle is not None and \
             self.ui.versionComboBox.currentData in bundle.cached else _("Download and use")
         self.ui.cancelDownloadButton.enabled = downloading
-        for widget in (self.ui.indexLineEdit, self.ui.readIndexButton, self.ui.bundlesTable,
-                       self.ui.versionComboBox):
+        for widget in (self.ui.indexLineEdit, self.ui.bundlesTable, self.ui.versionComboBox):
             widget.enabled = not downloading
         self.ui.readIndexButton.enabled = not downloading and self._reading is None
 

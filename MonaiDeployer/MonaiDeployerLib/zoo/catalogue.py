@@ -122,6 +122,8 @@ def _read_index(url: str):
                 return json.load(stream)
         except (OSError, ValueError) as error:
             raise _Unreadable(f"cannot read it ({error})") from None
+    if not url.startswith(("http://", "https://")):
+        raise _Unreadable("no such file, and not an http:// or https:// address")
     import requests
 
     try:
