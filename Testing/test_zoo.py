@@ -137,6 +137,28 @@ def test_a_download_killed_midway_leaves_nothing_that_the_next_download_keeps(zo
                               *[f"{PHANTOM}/1.0.0/{path}" for path in _bundle_files(home / "zoo" / PHANTOM / "1.0.0")]]
 
 
+def test_a_cancel_that_comes_with_the_last_bytes_still_keeps_nothing(zoo, home, monkeypatch):
+    """The panel's Cancel can come after the last chunk: the download stops before it unpacks or moves anything."""
+    import threading
+
+    from MonaiDeployerLib import Cancelled
+    from MonaiDeployerLib.zoo.catalogue import read_catalogue
+    from MonaiDeployerLib.zoo.download import download
+
+    monkeypatch.setenv("MONAIDEPLOYER_HOME", str(home))
+    archive = read_catalogue(zoo.index_url).archive(PHANTOM)
+    cancel, told = threading.Event(), []
+
+    def progress(done, total, _rate):
+        told.append(done)
+        if done == total:
+            cancel.set()  # as the user clicks Cancel while the checksum is checked
+
+    with pytest.raises(Cancelled, match=f"^cancelled by the user while downloading {PHANTOM}$"):
+        download(archive, progress, cancel)
+    assert told[-1] == len(zoo.good) and cache_of(home) == []
+
+
 def _bundle_files(folder: Path) -> list:
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 

@@ -97,6 +97,15 @@ class ZooHandler(BaseHTTPRequestHandler):
             return None
         return self._send(data)
 
+    def do_HEAD(self):
+        """The archive's size, as a server states it (counted apart from the downloads)."""
+        self.server.requests[f"HEAD {self.path}"] += 1
+        data = self.server.archives.get(self.path.removeprefix("/files/").removesuffix(".zip"))
+        if data is None:
+            self.send_error(404)
+            return
+        self._headers(len(data))
+
     def _headers(self, length: int) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(length))

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtTest, QtWidgets
 from slicer_harness.events import DialogAnswerer, wait_until
 from zoo_server import PHANTOM, SAMPLE_BUNDLE, zoo_archive
 
@@ -101,6 +101,19 @@ def test_the_dialog_lists_and_filters_the_catalogue_and_its_choice_runs_from_the
     combo = dialog.ui.versionComboBox
     assert [combo.itemText(index) for index in range(combo.count)] == ["1.0.0", "0.9.0"]
     assert dialog.ui.downloadButton.text == "Download and use"
+    wait_until(lambda: row_texts(dialog, PHANTOM)[2] == size_text(len(zoo.good)), 30, "the size asked of the server")
+    assert zoo.requests[f"HEAD /files/{PHANTOM}_v1.0.0.zip"] == 1
+    combo.currentIndex = 1  # an older version: the row follows, and keeps it through the filter
+    assert row_texts(dialog, PHANTOM)[1] == "0.9.0"
+    dialog.ui.filterLineEdit.text = "organ"  # the row stays, and stays selected
+    assert dialog.selectedBundle().name == PHANTOM and combo.currentData == "0.9.0"
+    dialog.ui.filterLineEdit.text = "spleen"  # the row goes, and its selection with it
+    assert dialog.selectedBundle() is None and combo.count == 0
+    dialog.ui.filterLineEdit.text = "phantom"
+    assert row_texts(dialog, PHANTOM)[1] == "0.9.0"
+    dialog.ui.bundlesTable.selectRow(0)
+    assert combo.currentData == "0.9.0"
+    combo.currentIndex = 0
     dialog.ui.downloadButton.click()
     wait_until(lambda: panel._zooDialog is None, 60, "the download and the dialog closed")
     folder = zoo_cache / PHANTOM / "1.0.0"
@@ -120,12 +133,12 @@ def test_the_dialog_lists_and_filters_the_catalogue_and_its_choice_runs_from_the
     assert min(scores.values()) >= MINIMUM_DICE, scores
 
     dialog = open_zoo(panel)  # what is downloaded is described, and used without a second download
-    assert row_texts(dialog, PHANTOM)[1:3] == ["1.0.0", size_text(len(zoo.good))]
+    assert row_texts(dialog, PHANTOM)[1:3] == ["1.0.0 (downloaded)", size_text(len(zoo.good))]
     assert row_texts(dialog, PHANTOM)[3].startswith("The phantom UNet of PhantomUNet.ts as a MONAI Bundle.")
     pick(dialog, PHANTOM)
     assert dialog.ui.versionComboBox.currentText == "1.0.0 (downloaded)" and dialog.ui.downloadButton.text == "Use"
     panel.ui.packagePathLineEdit.text = ""
-    dialog.ui.downloadButton.click()
+    QtTest.QTest.keyClick(dialog.ui.filterLineEdit, QtCore.Qt.Key_Return)  # Enter: the dialog's default button
     assert panel._zooDialog is None and panel.ui.packagePathLineEdit.text == str(folder)
     assert zoo.requests[f"/files/{PHANTOM}_v1.0.0.zip"] == 1
 
@@ -140,6 +153,7 @@ def test_a_download_shows_its_progress_and_a_cancel_a_failure_or_a_close_leaves_
     pick(dialog, "large")
     dialog.ui.downloadButton.click()
     assert dialog.ui.cancelDownloadButton.enabled and not dialog.ui.downloadButton.enabled
+    assert not dialog.ui.filterLineEdit.enabled and not dialog.ui.bundlesTable.enabled
     bar = dialog.ui.downloadProgressBar
     wait_until(lambda: f" of {size_text(len(large))} at " in dialog.ui.statusLabel.text and 0 < bar.value < 100, 60,
                "the download's progress shown")
@@ -214,3 +228,19 @@ def test_an_index_that_cannot_be_read_is_one_line_and_leaves_nothing_to_choose(p
     assert names(dialog) == [] and not dialog.ui.downloadButton.enabled
     close(dialog)
     assert qt.QSettings().value(INDEX_SETTING) == str(missing)  # the panel's setting, for next time
+
+
+def test_the_environment_variable_comes_before_the_panels_setting(panel, zoo_index, monkeypatch, tmp_path):
+    import qt
+
+    from MonaiDeployerLib.panel.zoo_dialog import INDEX_SETTING
+
+    zoo = zoo_index
+    qt.QSettings().setValue(INDEX_SETTING, str(tmp_path / "model_info.json"))  # a setting that would fail
+    monkeypatch.setenv("MONAIDEPLOYER_ZOO_INDEX", zoo.index_url)
+    dialog = open_zoo(panel)
+    assert dialog.ui.indexLineEdit.text == zoo.index_url and dialog.ui.indexLineEdit.readOnly
+    assert "MONAIDEPLOYER_ZOO_INDEX" in dialog.ui.indexLineEdit.toolTip
+    assert dialog.ui.indexSourceLabel.text.startswith(f"{zoo.index_url}, read ") and names(dialog)
+    close(dialog)
+    assert qt.QSettings().value(INDEX_SETTING) == str(tmp_path / "model_info.json")  # kept for when it is unset

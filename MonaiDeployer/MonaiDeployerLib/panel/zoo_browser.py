@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..zoo.catalogue import Catalogue, ZooArchive, read_catalogue
-from ..zoo.download import download
+from ..zoo.download import archive_size, download, download_record
 from ..zoo.listing import ListedBundle, listed
 
 
@@ -16,6 +16,7 @@ from ..zoo.listing import ListedBundle, listed
 class ZooListing:
     catalogue: Catalogue
     bundles: list[ListedBundle]
+    sizes: dict = field(default_factory=dict)  # {(name, version): archive bytes} of the versions downloaded here
 
 
 @dataclass
@@ -31,9 +32,11 @@ class ZooDownload:
         self.progress = (done, total, rate)  # one tuple, replaced whole: the GUI thread reads it as it is
 
 
-def read_listing(index: str | None) -> ZooListing:
-    catalogue = read_catalogue(index or None)
-    return ZooListing(catalogue, listed(catalogue))
+def read_listing(index: str) -> ZooListing:
+    catalogue = read_catalogue(index)
+    bundles = listed(catalogue)
+    return ZooListing(catalogue, bundles, {(bundle.name, version): download_record(bundle.name, version).get("bytes")
+                                           for bundle in bundles for version in bundle.cached})
 
 
 def matching(bundles: list[ListedBundle], text: str) -> list[ListedBundle]:
@@ -49,9 +52,13 @@ class ZooBrowser:
     def __init__(self):
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="MonaiDeployer-zoo")
 
-    def read(self, index: str | None) -> concurrent.futures.Future:
-        """A future of the ``ZooListing`` of ``index`` (None: the environment's, else the Model Zoo's)."""
+    def read(self, index: str) -> concurrent.futures.Future:
+        """A future of the ``ZooListing`` of ``index`` (a URL or a file)."""
         return self._executor.submit(read_listing, index)
+
+    def size(self, archive: ZooArchive) -> concurrent.futures.Future:
+        """A future of the archive's size as its server states it (None: it does not say)."""
+        return self._executor.submit(archive_size, archive)
 
     def download(self, archive: ZooArchive) -> ZooDownload:
         started = ZooDownload(archive)

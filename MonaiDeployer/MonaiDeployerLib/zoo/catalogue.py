@@ -57,7 +57,8 @@ class Catalogue:
 
 
 def index_url(explicit: str | None = None) -> str:
-    """``explicit`` (``--index``, the panel's setting), else ``$MONAIDEPLOYER_ZOO_INDEX``, else the Model Zoo's."""
+    """``explicit`` (``--index``), else ``$MONAIDEPLOYER_ZOO_INDEX``, else the Model Zoo's. (The panel's setting
+    comes after the environment variable: its dialog passes the one that applies.)"""
     return explicit or os.environ.get(INDEX_VARIABLE) or DEFAULT_INDEX
 
 

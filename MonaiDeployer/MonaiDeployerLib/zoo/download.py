@@ -46,16 +46,19 @@ def download(archive: ZooArchive, progress=None, cancel: threading.Event | None 
     """The cached bundle folder of ``archive``, downloaded first when it is not there.
 
     ``progress(done_bytes, total_bytes_or_None, bytes_per_second)`` is called as it arrives; ``cancel`` set stops
-    it (``Cancelled``). Any failure is one line and leaves nothing in the cache.
+    it (``Cancelled``), up to the moment the bundle is moved into the cache. Any failure is one line and leaves
+    nothing in the cache.
     """
     target = bundle_folder(archive.name, archive.version)
     if os.path.isdir(target):
         return target
+    cancel = cancel or threading.Event()
     os.makedirs(zoo_folder(), exist_ok=True)
     staging = leftovers.make_private_folder(zoo_folder())  # on the cache's disk: the last move is a rename
     try:
         zipped = os.path.join(staging, "archive.zip")
-        size = _fetch(archive, zipped, progress, cancel or threading.Event())
+        size = _fetch(archive, zipped, progress, cancel)
+        _stop_if(cancel, archive)
         unpacked = os.path.join(staging, "bundle")
         os.mkdir(unpacked)
         try:
@@ -64,6 +67,7 @@ def download(archive: ZooArchive, progress=None, cancel: threading.Event | None 
             raise PackageError(f"the Model Zoo archive of {archive.name} {archive.version} cannot be used: "
                                f"{str(error).replace(zipped, 'it')}") from None
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        _stop_if(cancel, archive)
         try:
             os.replace(unpacked, target)
         except OSError:
@@ -89,8 +93,7 @@ def _fetch(archive: ZooArchive, path: str, progress, cancel: threading.Event) ->
             told = 0.0
             with open(path, "wb") as stream:
                 for chunk in response.iter_content(CHUNK):
-                    if cancel.is_set():
-                        raise Cancelled(f"cancelled by the user while downloading {archive.name}")
+                    _stop_if(cancel, archive)
                     stream.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
@@ -111,6 +114,23 @@ def _fetch(archive: ZooArchive, path: str, progress, cancel: threading.Event) ->
     if progress is not None:
         progress(done, total, done / max(time.monotonic() - started, 1e-6))
     return done
+
+
+def archive_size(archive: ZooArchive) -> int | None:
+    """The archive's size as its server states it when asked (HEAD), or None where it does not say or cannot be
+    reached."""
+    import requests
+
+    try:
+        with requests.head(archive.source, allow_redirects=True, timeout=CONNECT_SECONDS) as response:
+            return _length(response) if response.status_code == 200 else None
+    except requests.RequestException:
+        return None
+
+
+def _stop_if(cancel: threading.Event, archive: ZooArchive) -> None:
+    if cancel.is_set():
+        raise Cancelled(f"cancelled by the user while downloading {archive.name}")
 
 
 def _length(response) -> int | None:
