@@ -293,10 +293,16 @@ class MonaiDeployerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _choice(self):
         """What the panel names, as the library takes it (also the info card's key: it is compared by value)."""
         from MonaiDeployerLib.panel.preflight import Choice
+        from MonaiDeployerLib.zoo.reference import is_zoo_reference
 
         p = self._parameterNode
+        zooIndex = ""
+        if is_zoo_reference(p.packagePath.strip()):  # a Model Zoo bundle: the panel's index setting applies
+            from MonaiDeployerLib.panel.zoo_dialog import panel_index
+
+            zooIndex = panel_index()
         return Choice(p.packagePath.strip(), p.mode, p.device, p.workerPython.strip(), p.appModelPath.strip(),
-                      p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment, self._serverUrl())
+                      p.appLaunch, p.appInputFormat, p.containerRuntime, p.madeEnvironment, self._serverUrl(), zooIndex)
 
     def _serverUrl(self) -> str:
         """The server that runs the model, or "" for this computer."""

@@ -247,3 +247,12 @@ def test_the_environment_variable_comes_before_the_panels_setting(panel, zoo_ind
     assert dialog.ui.indexSourceLabel.text.startswith(f"{zoo.index_url}, read ") and names(dialog)
     close(dialog)
     assert qt.QSettings().value(INDEX_SETTING) == str(tmp_path / "model_info.json")  # kept for when it is unset
+
+
+def test_a_typed_zoo_reference_is_looked_up_in_the_panels_index(panel, zoo_index, zoo_cache, monkeypatch):
+    """The panel's setting names the loopback index; without it the Model Zoo's own (unreachable here) is read."""
+    monkeypatch.delenv("MONAIDEPLOYER_ZOO_INDEX", raising=False)
+    type_into(panel.ui.packagePathLineEdit, f"zoo:{PHANTOM}@0.9.0")
+    assert "Phantom organ and lesion bundle" in card_text(panel)
+    assert (zoo_cache / PHANTOM / "0.9.0" / "configs" / "inference.json").is_file()
+    assert zoo_index.requests[f"/files/{PHANTOM}_v0.9.0.zip"] == 1

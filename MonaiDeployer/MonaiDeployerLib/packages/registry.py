@@ -44,9 +44,11 @@ def detect_mode(location: str) -> str:
 
 
 def open_package(path_or_reference, mode: str | None = None, model: str | None = None, launch: str = "warm",
-                 input_format: str | None = None, runtime: str | None = None, entry_point: bool = False) -> PackageInfo:
+                 input_format: str | None = None, runtime: str | None = None, entry_point: bool = False,
+                 zoo_index: str | None = None) -> PackageInfo:
     """Describe a model package; ``mode`` overrides detection ("torchscript", "bundle", "deploy", "map").
-    ``zoo:NAME[@VERSION]`` names a Model Zoo bundle, downloaded into the cache on first use.
+    ``zoo:NAME[@VERSION]`` names a Model Zoo bundle, downloaded into the cache on first use, as the index
+    ``zoo_index`` lists it (default: ``$MONAIDEPLOYER_ZOO_INDEX``, else the Model Zoo's).
 
     For a MONAI Deploy app, ``model`` names the model it gets with ``-m`` when the package holds none
     (or another one), and ``launch`` is "warm" (the worker re-runs the imported app) or "cold"
@@ -64,7 +66,7 @@ def open_package(path_or_reference, mode: str | None = None, model: str | None =
     if location.startswith("zoo:"):  # a Model Zoo bundle, downloaded on first use
         from ..zoo.reference import resolve
 
-        location = resolve(location)
+        location = resolve(location, zoo_index)
     detected = recognise(location)
     kind = chosen or detected
     if kind.on_disk != detected.on_disk:

@@ -44,6 +44,7 @@ class Choice:
     container_runtime: str = "auto"
     made_environment: bool = False
     server_url: str = ""  # a server that runs the model (empty: this computer); package_path is then a served model
+    zoo_index: str = ""  # the index a zoo: package is looked up in ("": the environment's, else the Model Zoo's)
 
     def open(self, entry_point: bool = False) -> PackageInfo:
         """The package, with its Deploy app and MAP options; raises MonaiDeployerError when it is not usable."""
@@ -51,7 +52,7 @@ class Choice:
                             model=self.app_model.strip() or None, launch=self.app_launch,
                             input_format=None if self.app_input_format == "auto" else self.app_input_format,
                             runtime=None if self.container_runtime == "auto" else self.container_runtime,
-                            entry_point=entry_point)
+                            entry_point=entry_point, zoo_index=self.zoo_index or None)
 
 
 class Questions(Protocol):

@@ -28,6 +28,12 @@ NAME, VERSION, SIZE, DESCRIPTION = range(4)  # the table's columns
 logger = logging.getLogger(__name__)
 
 
+def panel_index() -> str:
+    """The index the panel's setting names, where ``$MONAIDEPLOYER_ZOO_INDEX`` (which comes first) is not set
+    ("": the environment's, else the Model Zoo's)."""
+    return "" if os.environ.get(INDEX_VARIABLE) else qt.QSettings().value(INDEX_SETTING) or ""
+
+
 def failure_text(error: Exception) -> str:
     """One line for the dialog: the library's own message, or, for anything else (a full disk...), its kind too."""
     if isinstance(error, MonaiDeployerError):
@@ -72,7 +78,7 @@ class ModelZooDialog:
             self.ui.indexLineEdit.toolTip = _("Set by the environment variable {variable}, which comes before the "
                                               "panel's setting.").format(variable=INDEX_VARIABLE)
         else:
-            self.ui.indexLineEdit.text = qt.QSettings().value(INDEX_SETTING) or ""
+            self.ui.indexLineEdit.text = panel_index()
             self.ui.indexLineEdit.placeholderText = DEFAULT_INDEX  # what an empty field reads
         self.ui.indexLineEdit.connect("returnPressed()", self.readIndex)
         self.ui.readIndexButton.connect("clicked(bool)", lambda _checked: self.readIndex())
