@@ -216,4 +216,6 @@ def test_the_api_opens_a_zoo_reference_and_an_unknown_version_is_one_line(zoo, h
         open_package(f"zoo:{PHANTOM}@2.0.0")
     with pytest.raises(PackageError, match=r"^not a Model Zoo reference: zoo:\.\./etc"):
         open_package("zoo:../etc")
+    monkeypatch.delenv("MONAIDEPLOYER_ZOO_INDEX")
+    assert open_package(f"zoo:{PHANTOM}@1.0.0", zoo_index=zoo.index_url).path == str(home / "zoo" / PHANTOM / "1.0.0")
     shutil.rmtree(home)
